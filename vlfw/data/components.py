@@ -1,0 +1,1 @@
+"""Imports the modules of this package that register components."""

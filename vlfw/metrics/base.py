@@ -1,0 +1,57 @@
+"""The metric interface. Metrics keep one record per sample and compute from all records, so a
+distributed evaluation gathers records (never per-rank results) and the value is exact."""
+
+from __future__ import annotations
+
+from typing import Any, Hashable
+
+import torch
+import torch.distributed as dist
+
+from vlfw.data.batch import Batch
+
+
+class Metric:
+    """reset() / update(batch, outputs) / compute() -> {name: value}.
+
+    `update` calls `self.add(key, record)` once per sample, keyed by something unique to the
+    sample (its dataset index). Records are merged by key across ranks, which also drops the
+    duplicates a distributed sampler pads the last batch with. Subclasses implement
+    `summarize(records)`. `primary` names the value used to select the best checkpoint.
+    """
+
+    primary: str = ""
+    higher_is_better: bool = True
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+        self.reset()
+
+    def reset(self) -> None:
+        self._records: dict[Hashable, Any] = {}
+
+    def add(self, key: Hashable, record: Any) -> None:
+        self._records[key] = record
+
+    def update(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def records(self) -> list[Any]:
+        return [self._records[k] for k in sorted(self._records, key=repr)]
+
+    def gather(self) -> None:
+        """Merge every rank's records into every rank (a no-op outside distributed runs)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        everything: list[dict] = [None] * dist.get_world_size()  # type: ignore[list-item]
+        dist.all_gather_object(everything, self._records)
+        merged: dict = {}
+        for part in everything:
+            merged.update(part)
+        self._records = merged
+
+    def compute(self) -> dict[str, float]:
+        return self.summarize(self.records())
+
+    def summarize(self, records: list[Any]) -> dict[str, float]:
+        raise NotImplementedError
