@@ -164,6 +164,7 @@ ITERATION_STRATEGIES: Registry = _LazyBaseRegistry(
     "iteration strategy", ("vlfw.data.multitask", "IterationStrategy")
 )
 CALLBACKS: Registry = _LazyBaseRegistry("callback", ("vlfw.runner.callbacks", "Callback"))
+HEADS: Registry = _LazyBaseRegistry("head", ("vlfw.modules.heads", "Head"))
 
 ALL_REGISTRIES: dict[str, Registry] = {
     "models": MODELS,
@@ -176,4 +177,5 @@ ALL_REGISTRIES: dict[str, Registry] = {
     "schedulers": SCHEDULERS,
     "iteration_strategies": ITERATION_STRATEGIES,
     "callbacks": CALLBACKS,
+    "heads": HEADS,
 }

@@ -1,0 +1,144 @@
+"""The core's baselines: a text-only (blind) model and a small late-fusion model.
+
+They make the runner testable without a paper plugin and give every benchmark its blind and
+simple baselines. Late fusion: a small CNN (images) or an MLP (region features) and a small
+text Transformer encode each modality on its own; an MLP over [t, v, t*v] fuses them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from vlfw.data.batch import Batch
+from vlfw.errors import ConfigError
+from vlfw.models.base import BaseModel
+from vlfw.modules.encoders import RegionEncoder, SmallCNN, TextEncoder
+from vlfw.modules.heads import TaskHeads
+from vlfw.registry import MODELS
+
+SUPPORTED_TASKS = {"vqa", "classification", "nlvr2", "rec", "grounding", "vcr", "retrieval"}
+
+_DEFAULTS = {
+    "hidden_size": 128,
+    "vocab_size": 30522,
+    "text_layers": 2,
+    "text_heads": 4,
+    "max_text_length": 64,
+    "cnn_channels": [32, 64, 96, 128],
+    "region_feature_size": 256,  # overridden by the dataset's task_info when it says
+    "dropout": 0.1,
+    "heads": {},
+}
+
+
+class _Fusion(nn.Module):
+    def __init__(self, hidden_size: int, dropout: float) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(3 * hidden_size, hidden_size), nn.LayerNorm(hidden_size),
+                                 nn.GELU(), nn.Dropout(dropout))
+
+    def forward(self, text: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        return self.mlp(torch.cat([text, visual, text * visual], dim=-1))
+
+
+@MODELS.register("late_fusion")
+class LateFusionModel(BaseModel):
+    """Small CNN or region MLP + small text Transformer + MLP fusion."""
+
+    DEFAULT_CONFIG = _DEFAULTS
+    uses_vision = True
+    supported_tasks = SUPPORTED_TASKS
+
+    def __init__(self, config, task_infos: Mapping[str, Mapping[str, Any]]) -> None:
+        super().__init__(config, task_infos)
+        c = self.config
+        hidden = int(c.hidden_size)
+        self.text_encoder = TextEncoder(int(c.vocab_size), hidden, int(c.text_layers), int(c.text_heads),
+                                        int(c.max_text_length), float(c.dropout))
+        if self.uses_vision:
+            feature_sizes = {int(i["region_feature_size"]) for i in task_infos.values() if "region_feature_size" in i}
+            if len(feature_sizes) > 1:
+                raise ConfigError(f"datasets in one run give different region feature sizes: {sorted(feature_sizes)}")
+            feature_size = feature_sizes.pop() if feature_sizes else int(c.region_feature_size)
+            self.image_encoder = SmallCNN(hidden, tuple(int(x) for x in c.cnn_channels))
+            self.region_encoder = RegionEncoder(feature_size, hidden, float(c.dropout))
+            self.fusion = _Fusion(hidden, float(c.dropout))
+        self.heads = TaskHeads(hidden, task_infos, c.heads, self.supported_tasks, type(self).__name__)
+
+    # -- encoders --------------------------------------------------------------------------
+    def encode_text(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.text_encoder(input_ids, mask)[1]
+
+    def encode_visual(self, batch: Batch, boxes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(pooled (B, [P,] H), region states (B, [P,] N, H) or None); P = images per sample."""
+        if "image" in batch:
+            images = batch.image
+            lead = images.shape[:-3]
+            fmap, pooled = self.image_encoder(images.reshape(-1, *images.shape[-3:]))
+            regions = None
+            if boxes is not None:
+                regions = self.image_encoder.regions(fmap, boxes.reshape(-1, *boxes.shape[-2:]))
+                regions = regions.view(*lead, *regions.shape[-2:])
+            return pooled.view(*lead, -1), regions
+        if "region_features" in batch:
+            feats = batch.region_features
+            lead = feats.shape[:-2]
+            flat = lambda t, keep: t.reshape(-1, *t.shape[len(lead):]) if t is not None else None  # noqa: E731
+            sizes = batch.image_size.reshape(-1, 2)
+            states, pooled = self.region_encoder(flat(feats, 2), flat(batch.region_boxes, 2), sizes,
+                                                 flat(batch.get("region_mask"), 1))
+            return pooled.view(*lead, -1), states.view(*lead, *states.shape[-2:])
+        raise ConfigError("late_fusion needs `image` or `region_features` in the batch")
+
+    # -- per task ----------------------------------------------------------------------------
+    def features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        task = self.heads.task(batch)
+        text = self.encode_text
+        if task == "retrieval":
+            visual, _ = self.encode_visual(batch)
+            return {"image_pooled": visual, "text_pooled": text(batch.input_ids, batch.attention_mask)}
+        if task == "vcr":
+            visual, _ = self.encode_visual(batch)
+            out = {"answer_pooled": self.fusion(text(batch.input_ids, batch.attention_mask),
+                                                visual[:, None].expand(-1, batch.input_ids.shape[1], -1))}
+            if "rationale_input_ids" in batch:
+                r = text(batch.rationale_input_ids, batch.rationale_attention_mask)
+                out["rationale_pooled"] = self.fusion(r, visual[:, None].expand_as(r))
+            return out
+        t = text(batch.input_ids, batch.attention_mask)
+        if task in ("rec", "grounding"):
+            _, regions = self.encode_visual(batch, batch.region_boxes if "image" in batch else None)
+            return {"region_states": self.fusion(t[:, None].expand_as(regions), regions)}
+        visual, _ = self.encode_visual(batch)
+        if task == "nlvr2":
+            fused = self.fusion(t[:, None].expand_as(visual), visual)
+            return {"pooled_pair": fused.flatten(1)}
+        return {"pooled": self.fusion(t, visual)}
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.heads(self.features(batch), batch)
+
+
+@MODELS.register("text_only")
+class TextOnlyModel(LateFusionModel):
+    """The blind baseline: the same text encoder and heads, no visual input at all."""
+
+    uses_vision = False
+    supported_tasks = SUPPORTED_TASKS - {"rec", "grounding", "retrieval"}
+
+    def features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        task = self.heads.task(batch)
+        t = self.encode_text(batch.input_ids, batch.attention_mask)
+        if task == "vcr":
+            out = {"answer_pooled": t}
+            if "rationale_input_ids" in batch:
+                out["rationale_pooled"] = self.encode_text(batch.rationale_input_ids,
+                                                           batch.rationale_attention_mask)
+            return out
+        if task == "nlvr2":
+            return {"pooled_pair": torch.cat([t, t], dim=-1)}
+        return {"pooled": t}
+

@@ -1,0 +1,110 @@
+"""Small shared encoders: a CNN for images, an MLP for region features, a Transformer for text."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import roi_align
+
+from vlfw.registry import ENCODERS
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over dim -2 of `states` (..., T, H) counting only positions where mask (..., T) is True."""
+    if mask is None:
+        return states.mean(dim=-2)
+    weights = mask.to(states.dtype).unsqueeze(-1)
+    return (states * weights).sum(dim=-2) / weights.sum(dim=-2).clamp(min=1.0)
+
+
+@ENCODERS.register("small_cnn")
+class SmallCNN(nn.Module):
+    """A few stride-2 conv blocks (GroupNorm, GELU); returns the feature map and a pooled vector.
+
+    `stride` is the total downsampling factor, used to RoIAlign boxes onto the map.
+    """
+
+    def __init__(self, hidden_size: int, channels: tuple[int, ...] = (32, 64, 96, 128)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for out_channels in channels:
+            layers += [
+                nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False),
+                nn.GroupNorm(min(8, out_channels), out_channels),
+                nn.GELU(),
+            ]
+            in_channels = out_channels
+        self.body = nn.Sequential(*layers)
+        self.stride = 2 ** len(channels)
+        self.project = nn.Linear(in_channels, hidden_size)
+        self.region_project = nn.Linear(in_channels * 4, hidden_size)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) -> (feature map (B, C, h, w), pooled (B, hidden))."""
+        fmap = self.body(images)
+        return fmap, self.project(fmap.mean(dim=(2, 3)))
+
+    def regions(self, fmap: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """RoIAlign 2x2 per box: fmap (B, C, h, w), boxes (B, N, 4) in image pixels -> (B, N, hidden)."""
+        batch, num = boxes.shape[:2]
+        index = torch.arange(batch, device=boxes.device, dtype=boxes.dtype).repeat_interleave(num)
+        rois = torch.cat([index[:, None], boxes.reshape(-1, 4)], dim=1)
+        pooled = roi_align(fmap, rois.to(fmap.dtype), output_size=2, spatial_scale=1.0 / self.stride,
+                           sampling_ratio=2, aligned=True)
+        return self.region_project(pooled.flatten(1)).view(batch, num, -1)
+
+
+@ENCODERS.register("region_mlp")
+class RegionEncoder(nn.Module):
+    """Region features + normalised box geometry -> hidden, and a masked-mean pooled vector."""
+
+    def __init__(self, feature_size: int, hidden_size: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.feature = nn.Linear(feature_size, hidden_size)
+        self.geometry = nn.Linear(7, hidden_size)
+        self.norm = nn.LayerNorm(hidden_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, features: torch.Tensor, boxes: torch.Tensor, image_size: torch.Tensor,
+                mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, N, D), boxes (B, N, 4) pixels, image_size (B, 2) -> (states (B,N,H), pooled (B,H))."""
+        wh = image_size.to(boxes.dtype).clamp(min=1.0)
+        scale = torch.cat([wh, wh], dim=-1).unsqueeze(-2)
+        xyxy = boxes / scale
+        width = xyxy[..., 2] - xyxy[..., 0]
+        height = xyxy[..., 3] - xyxy[..., 1]
+        geometry = torch.cat([xyxy, width[..., None], height[..., None], (width * height)[..., None]], dim=-1)
+        states = self.dropout(self.norm(self.feature(features) + self.geometry(geometry)))
+        return states, masked_mean(states, mask)
+
+
+@ENCODERS.register("small_text_transformer")
+class TextEncoder(nn.Module):
+    """Token + position embeddings and a pre-LN Transformer encoder (SDPA inside)."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, num_layers: int = 2, num_heads: int = 4,
+                 max_length: int = 128, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(vocab_size, hidden_size, padding_idx=0)
+        self.positions = nn.Embedding(max_length, hidden_size)
+        self.max_length = max_length
+        layer = nn.TransformerEncoderLayer(hidden_size, num_heads, hidden_size * 4, dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden_size)
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids, mask (..., L) -> (states (..., L, H), pooled (..., H)); any leading dims."""
+        lead = input_ids.shape[:-1]
+        ids = input_ids.reshape(-1, input_ids.shape[-1])[:, : self.max_length]
+        flat_mask = mask.reshape(-1, mask.shape[-1])[:, : self.max_length].bool()
+        # rows with no real token (padding choices/captions) would make attention NaN
+        flat_mask = flat_mask | (~flat_mask.any(dim=1, keepdim=True) & F.one_hot(
+            torch.zeros(len(ids), dtype=torch.long, device=ids.device), ids.shape[1]).bool())
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        states = self.tokens(ids) + self.positions(positions)[None]
+        states = self.norm(self.encoder(states, src_key_padding_mask=~flat_mask))
+        pooled = masked_mean(states, flat_mask)
+        return states.view(*lead, ids.shape[1], -1), pooled.view(*lead, -1)
