@@ -18,7 +18,7 @@ def test_collate_pads_and_masks_text_and_regions():
     assert batch.mlm_labels[0, 3:].tolist() == [-100, -100]  # labels pad with the ignore index
     assert batch.region_features.shape == (2, 3, 4)
     assert batch.region_mask.tolist() == [[True, True, False], [True, True, True]]
-    assert batch.id == ["a", "b"] and batch.index.tolist() == [0, 1]
+    assert batch.id == ["a", "b"] and batch.index == [0, 1]
     assert batch.batch_size == 2
 
 
@@ -44,6 +44,6 @@ def test_batch_to_select_and_attribute_errors():
     moved = batch.to("cpu")
     assert isinstance(moved, Batch) and moved.dataset_name == "d"
     sub = batch.select([1, 3])
-    assert sub.x.flatten().tolist() == [1, 3] and sub.index.tolist() == [1, 3]
+    assert sub.x.flatten().tolist() == [1, 3] and sub.index == [1, 3]
     with pytest.raises(AttributeError, match="no field 'nope'"):
         batch.nope
