@@ -1,0 +1,102 @@
+"""Image-text retrieval: Recall@K in both directions, computed in chunks."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from vlfw.data.batch import Batch
+from vlfw.metrics.base import Metric
+from vlfw.metrics.common import output, require_records, sample_keys
+from vlfw.registry import METRICS
+
+
+def retrieval_recall_at_k(
+    image_embeddings: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    text_to_image: torch.Tensor,
+    ks: Sequence[int] = (1, 5, 10),
+    chunk_size: int = 1024,
+) -> dict[str, float]:
+    """Recall@K (x100) for text->image ("ir_r<k>") and image->text ("tr_r<k>"), and "r_mean".
+
+    Similarity is text @ image.T. A text's rank is the number of images scoring strictly higher
+    than its own image; an image's rank is the number of texts scoring strictly higher than its
+    best caption (a hit when any of its captions is in the top K). Only `chunk_size` rows of the
+    similarity matrix exist at a time.
+    """
+    images = image_embeddings.detach().float()
+    texts = text_embeddings.detach().float()
+    targets = torch.as_tensor(text_to_image, dtype=torch.long).reshape(-1)
+    num_images, num_texts = images.shape[0], texts.shape[0]
+    if targets.numel() != num_texts:
+        raise ValueError(f"text_to_image has {targets.numel()} entries for {num_texts} texts")
+    if num_texts == 0 or num_images == 0:
+        raise ValueError("retrieval recall needs at least one image and one text")
+    if int(targets.min()) < 0 or int(targets.max()) >= num_images:
+        raise ValueError(f"text_to_image must index the {num_images} images")
+    captions_per_image = torch.bincount(targets, minlength=num_images)
+    if bool((captions_per_image == 0).any()):
+        missing = int((captions_per_image == 0).nonzero()[0])
+        raise ValueError(f"image {missing} has no caption: image->text recall is undefined for it")
+    ks = tuple(int(k) for k in ks)
+
+    text_ranks = torch.empty(num_texts, dtype=torch.long)
+    for start in range(0, num_texts, chunk_size):
+        stop = min(start + chunk_size, num_texts)
+        scores = texts[start:stop] @ images.T  # (c, I)
+        own = scores.gather(1, targets[start:stop, None])
+        text_ranks[start:stop] = (scores > own).sum(dim=1)
+
+    image_ranks = torch.empty(num_images, dtype=torch.long)
+    for start in range(0, num_images, chunk_size):
+        stop = min(start + chunk_size, num_images)
+        scores = images[start:stop] @ texts.T  # (c, T)
+        own = targets[None, :] == torch.arange(start, stop)[:, None]
+        best = scores.masked_fill(~own, float("-inf")).max(dim=1, keepdim=True).values
+        image_ranks[start:stop] = (scores > best).sum(dim=1)
+
+    result: dict[str, float] = {}
+    for k in ks:
+        result[f"ir_r{k}"] = 100.0 * float((text_ranks < k).double().mean())
+    for k in ks:
+        result[f"tr_r{k}"] = 100.0 * float((image_ranks < k).double().mean())
+    result["r_mean"] = sum(result.values()) / len(result)
+    return result
+
+
+@METRICS.register("retrieval_recall")
+class RetrievalRecall(Metric):
+    """Retrieval over the evaluated split: one sample per image with its K captions.
+
+    Reads outputs["image_embeddings"] (B, D), outputs["text_embeddings"] (B, K, D) and, when
+    present, batch["text_mask"] (B, K) marking real captions. Params: ks, chunk_size.
+    """
+
+    primary = "r_mean"
+
+    def __init__(self, ks: Sequence[int] = (1, 5, 10), chunk_size: int = 1024, **params: Any) -> None:
+        super().__init__(ks=ks, chunk_size=chunk_size, **params)
+        self.ks = tuple(int(k) for k in ks)
+        self.chunk_size = int(chunk_size)
+
+    def update(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> None:
+        images = output(outputs, "image_embeddings", "retrieval_recall").detach().float().cpu()
+        texts = output(outputs, "text_embeddings", "retrieval_recall").detach().float().cpu()
+        if texts.dim() != 3:
+            raise ValueError("retrieval_recall: text_embeddings must be (B, K, D) at evaluation, "
+                             f"got shape {tuple(texts.shape)}")
+        mask = batch.get("text_mask")
+        mask = (torch.ones(texts.shape[:2], dtype=torch.bool) if mask is None
+                else torch.as_tensor(mask, dtype=torch.bool).cpu())
+        for i, key in enumerate(sample_keys(batch)):
+            # clone: a view would pickle (and gather) the whole batch's storage
+            self.add(key, {"image": images[i].clone(), "texts": texts[i][mask[i]].clone()})
+
+    def summarize(self, records: list[Any]) -> dict[str, float]:
+        require_records(records, "retrieval_recall")
+        images = torch.stack([r["image"] for r in records])
+        texts = torch.cat([r["texts"] for r in records])
+        owners = torch.cat([torch.full((len(r["texts"]),), i, dtype=torch.long) for i, r in enumerate(records)])
+        return retrieval_recall_at_k(images, texts, owners, self.ks, self.chunk_size)
