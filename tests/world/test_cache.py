@@ -1,0 +1,84 @@
+"""Caching, determinism, atomic generation and the vlfw_prepare command."""
+
+import json
+import os
+
+import pytest
+
+import vlfw.world.generate as generate_module
+from vlfw.cli.prepare import main as prepare_main
+from vlfw.errors import DataError
+from vlfw.world import benchmark_paths, ensure_world, read_manifest, world_dir
+
+
+def test_same_seed_same_bytes(world, tmp_path):
+    again = ensure_world("tiny", seed=0, cache_dir=str(tmp_path))
+    assert again != world
+    first, second = read_manifest(world), read_manifest(again)
+    assert first["files"]["annotation_sha256"] == second["files"]["annotation_sha256"]
+    with open(f"{world}/features/butd/coco.tsv", "rb") as a, open(f"{again}/features/butd/coco.tsv", "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_other_seed_differs(world, tmp_path):
+    other = ensure_world("tiny", seed=1, cache_dir=str(tmp_path))
+    assert other.endswith("tiny_seed1")
+    a = read_manifest(world)["files"]["annotation_sha256"]
+    b = read_manifest(other)["files"]["annotation_sha256"]
+    key = "vqa2/v2_OpenEnded_mscoco_train2014_questions.json"
+    assert a[key] != b[key]
+
+
+def test_cached_world_is_reused(world, world_cache):
+    stamp = os.path.getmtime(os.path.join(world, "MANIFEST.json"))
+    assert ensure_world("tiny", seed=0, cache_dir=world_cache) == world
+    assert os.path.getmtime(os.path.join(world, "MANIFEST.json")) == stamp
+    assert world == world_dir("tiny", 0, world_cache)
+
+
+def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated crash while writing VCR")
+
+    monkeypatch.setattr(generate_module.vcr, "write_vcr", broken)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ensure_world("tiny", seed=5, cache_dir=str(tmp_path))
+    final = world_dir("tiny", 5, str(tmp_path))
+    assert not os.path.exists(final)
+    assert [e for e in os.listdir(os.path.dirname(final)) if not e.endswith(".lock")] == []
+    monkeypatch.undo()
+    root = ensure_world("tiny", seed=5, cache_dir=str(tmp_path))
+    assert root == final and os.path.isfile(f"{root}/vcr/train.jsonl")
+
+
+def test_leftover_temp_dir_is_ignored_and_cleaned(tmp_path):
+    final = world_dir("tiny", 6, str(tmp_path))
+    leftover = os.path.join(os.path.dirname(final), f".tmp-{os.path.basename(final)}-99999")
+    os.makedirs(os.path.join(leftover, "vqa2"))
+    # A directory without a manifest (as a killed rename-less run would leave) is not used either.
+    os.makedirs(os.path.join(final, "vqa2"))
+    root = ensure_world("tiny", seed=6, cache_dir=str(tmp_path))
+    assert os.path.isfile(os.path.join(root, "MANIFEST.json"))
+    assert not os.path.exists(leftover)
+
+
+def test_unknown_names_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="tiny"):
+        ensure_world("tinny", cache_dir=str(tmp_path))
+    with pytest.raises(DataError, match="vqa2"):
+        benchmark_paths(str(tmp_path), "vqa3")
+
+
+def test_benchmark_paths_image_dirs(world):
+    assert benchmark_paths(world, "vqa2")["image_dir"] == os.path.join(world, "coco")
+    assert benchmark_paths(world, "refcoco_plus")["data_dir"] == os.path.join(world, "refcoco")
+    assert os.path.isdir(os.path.join(benchmark_paths(world, "snli_ve")["image_dir"], "flickr30k-images"))
+    assert os.path.isdir(os.path.join(benchmark_paths(world, "vcr")["image_dir"], "vcr1images"))
+
+
+def test_prepare_command(world_cache, world, capsys):
+    assert prepare_main(["shapes", "--size", "tiny", "--seed", "0", "--cache-dir", world_cache]) == 0
+    assert world in capsys.readouterr().out
+    assert prepare_main(["shapes", "--size", "huge", "--cache-dir", world_cache]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vlfw_prepare: error:") and "huge" in err and "\n" not in err

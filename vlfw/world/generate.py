@@ -1,0 +1,95 @@
+"""Generating a whole Shapes world into a directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from vlfw.errors import DataError, did_you_mean
+from vlfw.world import cc3m, coco, flickr, nlvr2, refcoco, vcr
+from vlfw.world.detector import CLASSES, FeatureWriter, FrozenBackbone
+from vlfw.world.pools import ImagePool
+
+SIZES = {
+    "tiny": {"coco": {"train2014": 40, "val2014": 20, "test2015": 8}, "flickr30k": 30,
+             "nlvr2_sets": {"train": 4, "dev": 2, "test1": 2}, "nlvr2_pairs": 2,
+             "vcr": {"train": 8, "val": 4, "test": 4}, "cc3m": {"training": 16, "validation": 6}},
+    "default": {"coco": {"train2014": 3000, "val2014": 1500, "test2015": 600}, "flickr30k": 2000,
+                "nlvr2_sets": {"train": 400, "dev": 50, "test1": 50}, "nlvr2_pairs": 2,
+                "vcr": {"train": 400, "val": 100, "test": 100}, "cc3m": {"training": 900, "validation": 100}},
+}
+OPTIONS = {"feature_dim": 256, "max_boxes": 10, "image_size": 128, "questions_per_image": 3, "features": True}
+
+
+def resolve_size(size: str) -> dict:
+    if size not in SIZES:
+        raise DataError(f"unknown Shapes world size {size!r}.{did_you_mean(size, SIZES)} Known: {', '.join(SIZES)}")
+    return SIZES[size]
+
+
+def generate_world(root: str, size: str = "tiny", seed: int = 0, **options) -> dict:
+    """Writes every benchmark of the world under `root` (created); returns counts and timings."""
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise DataError(f"unknown Shapes world option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    opts = {**OPTIONS, **options}
+    spec = resolve_size(size)
+    wh = {"width": opts["image_size"], "height": opts["image_size"]}
+    os.makedirs(root, exist_ok=True)
+    timings: dict[str, float] = {}
+    counts: dict[str, object] = {}
+    backbone = FrozenBackbone(opts["feature_dim"]) if opts["features"] else None
+
+    def new_pool(name: str, npy_dir: str | None = None) -> ImagePool:
+        if backbone is None:
+            return ImagePool(None)
+        return ImagePool(FeatureWriter(root, name, opts["feature_dim"], opts["max_boxes"], seed, backbone,
+                                       npy_dir=npy_dir))
+
+    def step(name: str, fn, *args):
+        start = time.perf_counter()
+        result = fn(*args)
+        timings[name] = round(time.perf_counter() - start, 3)
+        if isinstance(result, (int, dict)):
+            counts[name] = result
+        return result
+
+    images = step("plan_coco", coco.plan_vqa_images, seed, spec["coco"], opts["questions_per_image"],
+                  wh["width"], wh["height"])
+    pool = new_pool("coco")
+    step("coco_images", coco.render_pool, root, images, pool)
+    pool.close()
+    counts["coco_images"] = pool.num_images
+    step("coco_instances", coco.write_instances, root, images)
+    step("vqa2", coco.write_vqa, root, images, seed)
+    step("karpathy_coco", coco.write_karpathy_coco, root, images, seed)
+    step("refcoco", refcoco.write_refcoco, root, images, seed)
+
+    fimages = step("plan_flickr30k", flickr.plan_flickr, seed, spec["flickr30k"], wh["width"], wh["height"])
+    pool = new_pool("flickr30k")
+    step("flickr30k_images", flickr.render_pool, root, fimages, pool)
+    pool.close()
+    counts["flickr30k_images"] = pool.num_images
+    step("karpathy_flickr30k", flickr.write_karpathy_flickr, root, fimages, seed)
+    step("snli_ve", flickr.write_snli_ve, root, fimages, seed)
+    step("flickr30k_entities", flickr.write_entities, root, fimages, seed)
+
+    pool = new_pool("nlvr2")
+    step("nlvr2", nlvr2.write_nlvr2, root, seed, spec["nlvr2_sets"], spec["nlvr2_pairs"], pool,
+         wh["width"], wh["height"])
+    pool.close()
+    pool = new_pool("vcr")
+    step("vcr", vcr.write_vcr, root, seed, spec["vcr"], pool, wh["width"], wh["height"])
+    pool.close()
+    pools = {"training": new_pool("cc3m_training", "cc3m/training"),
+             "validation": new_pool("cc3m_validation", "cc3m/validation")}
+    step("cc3m", cc3m.write_cc3m, root, seed, spec["cc3m"], pools, 0.05, wh["width"], wh["height"])
+    for p in pools.values():
+        p.close()
+    if backbone is not None:
+        os.makedirs(os.path.join(root, "features"), exist_ok=True)
+        with open(os.path.join(root, "features", "classes.json"), "w", encoding="utf-8") as f:
+            json.dump(CLASSES, f)
+    return {"counts": counts, "timings": timings, "options": opts}
+
