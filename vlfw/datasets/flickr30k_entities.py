@@ -1,0 +1,131 @@
+"""Flickr30k Entities: phrase grounding, one sample per grounded phrase."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ElementTree
+
+import torch
+
+from vlfw.data.batch import Sample
+from vlfw.datasets.common import (BadRecordError, NativeBuilder, NativeDataset, dataset_defaults, join,
+                                  path_manager, require_files)
+from vlfw.errors import DataError
+from vlfw.processors.boxes import box_iou
+from vlfw.registry import DATASETS
+
+PHRASE = re.compile(r"\[/EN#(\d+)((?:/[^\s\]]+)+)\s+([^\]]*)\]")
+
+
+def parse_sentence(line: str) -> tuple[str, list[dict]]:
+    """Plain sentence and its phrases [{chain, types, text, first_word}]."""
+    phrases = []
+    words: list[str] = []
+    position = 0
+    for match in PHRASE.finditer(line):
+        words += line[position:match.start()].split()
+        text = " ".join(match.group(3).split())
+        phrases.append({"chain": match.group(1), "types": [t for t in match.group(2).split("/") if t],
+                        "text": text, "first_word": len(words)})
+        words += text.split()
+        position = match.end()
+    words += line[position:].split()
+    return " ".join(words), phrases
+
+
+def parse_annotation(text: str) -> tuple[float, float, dict[str, list[list[float]]]]:
+    """(width, height, chain -> xyxy boxes). 1-based integer corners become 0-based pixel edges:
+    (xmin - 1, ymin - 1, xmax, ymax)."""
+    root = ElementTree.fromstring(text)
+    size = root.find("size")
+    width = float(size.findtext("width"))
+    height = float(size.findtext("height"))
+    chains: dict[str, list[list[float]]] = {}
+    for obj in root.findall("object"):
+        box = obj.find("bndbox")
+        if box is None:
+            continue
+        xyxy = [float(box.findtext("xmin")) - 1, float(box.findtext("ymin")) - 1,
+                float(box.findtext("xmax")), float(box.findtext("ymax"))]
+        for name in obj.findall("name"):
+            chains.setdefault(name.text.strip(), []).append(xyxy)
+    return width, height, chains
+
+
+@DATASETS.register("flickr30k_entities")
+class Flickr30kEntitiesBuilder(NativeBuilder):
+    """Sentences/<id>.txt, Annotations/<id>.xml, <split>.txt. `input_ids` = [CLS] phrase [SEP]
+    sentence [SEP]; candidates: detector regions (visual=regions) or all ground-truth boxes of the
+    image (visual=images, moved with the image transform together with `gt_boxes`);
+    `region_targets` (N,) = 1 where a candidate has IoU >= 0.5 with any box of the phrase's chain."""
+
+    TASK = "grounding"
+    DEFAULT_CONFIG = dataset_defaults(
+        splits={"train": ["train"], "val": ["val"], "test": ["test"]},
+        losses=[{"type": "rec_bce", "weight": 1.0, "params": {}}],
+        metrics=[{"type": "grounding_recall", "params": {}}],
+    )
+
+    def build(self, split: str) -> NativeDataset:
+        natives = self.native_splits(split)
+        data_dir = self.paths.data_dir
+        expected = {f"{n} split list": join(data_dir, f"{n}.txt") for n in natives}
+        expected.update({"Sentences folder": join(data_dir, "Sentences"), "Annotations folder": join(data_dir, "Annotations")})
+        if self.visual == "images":
+            expected["image folder"] = join(self.paths.image_dir, "flickr30k-images")
+        require_files(self.name, expected)
+        bad = self.new_bad_counter(split)
+        records = []
+        for native in natives:
+            with path_manager.open(join(data_dir, f"{native}.txt"), "r") as handle:
+                ids = [line.strip() for line in handle if line.strip()]
+            for image_id in ids:
+                sentence_path = join(data_dir, "Sentences", f"{image_id}.txt")
+                xml_path = join(data_dir, "Annotations", f"{image_id}.xml")
+                try:
+                    with path_manager.open(xml_path, "r") as handle:
+                        width, height, chains = parse_annotation(handle.read())
+                    with path_manager.open(sentence_path, "r", encoding="utf-8") as handle:
+                        lines = [line.strip() for line in handle if line.strip()]
+                except FileNotFoundError as error:
+                    bad.handle(BadRecordError(getattr(error, "filename", None) or xml_path, f"image {image_id}", "file not found"))
+                    continue
+                except (ElementTree.ParseError, AttributeError, TypeError, ValueError) as error:
+                    bad.handle(BadRecordError(xml_path, f"image {image_id}", f"malformed annotation ({error})"))
+                    continue
+                all_boxes = [b for boxes in chains.values() for b in boxes]
+                for number, line in enumerate(lines, 1):
+                    sentence, phrases = parse_sentence(line)
+                    for k, phrase in enumerate(phrases):
+                        if phrase["chain"] == "0" or "notvisual" in phrase["types"] or phrase["chain"] not in chains:
+                            continue  # not grounded: skipped by the protocol, not an error
+                        if not phrase["text"]:
+                            bad.handle(BadRecordError(sentence_path, f"line {number} phrase {k}", "empty phrase"))
+                            continue
+                        records.append({"image_id": image_id, "native": native, "sentence": sentence,
+                                        "phrase": phrase["text"], "chain": phrase["chain"], "types": phrase["types"],
+                                        "gt_boxes": chains[phrase["chain"]], "all_boxes": all_boxes,
+                                        "image_size": (width, height), "id": f"{image_id}_{number}_{k}"})
+        return self.make_dataset(split, records, self._load_sample, bad)
+
+    def _load_sample(self, dataset: NativeDataset, index: int, record: dict) -> Sample:
+        sample = Sample(index=index, id=record["id"], split=record["native"], image_id=record["image_id"],
+                        phrase=record["phrase"], sentence=record["sentence"], phrase_type=record["types"][0])
+        encoded = self.text_processor(record["phrase"], record["sentence"])
+        sample.input_ids, sample.token_type_ids = encoded["input_ids"], encoded["token_type_ids"]
+        gt = torch.tensor(record["gt_boxes"], dtype=torch.float32).reshape(-1, 4)
+        where = f"phrase {record['id']}"
+        if self.visual == "regions":
+            sample.update(self.load_regions(record["image_id"], record["image_id"], where))
+            candidates = sample.region_boxes
+            sample.gt_boxes = gt
+        else:
+            candidates = torch.tensor(record["all_boxes"], dtype=torch.float32).reshape(-1, 4)
+            path = join(self.paths.image_dir, "flickr30k-images", f"{record['image_id']}.jpg")
+            fields, moved = self.load_image(path, where, dataset.train, dataset.generator(index), torch.cat([candidates, gt]))
+            sample.update(fields)
+            sample.region_boxes, sample.gt_boxes = moved[: len(candidates)], moved[len(candidates):]
+        if len(candidates) == 0:
+            raise DataError(f"{where}: no candidate boxes")
+        sample.region_targets = (box_iou(candidates, gt).max(dim=1).values >= 0.5).float()
+        return sample

@@ -1,0 +1,151 @@
+"""RefCOCO, RefCOCO+ and RefCOCOg: referring expression comprehension (pick the referred box)."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import torch
+
+from vlfw.data.batch import Sample
+from vlfw.datasets.common import (BadRecordError, NativeBuilder, NativeDataset, dataset_defaults, join,
+                                  path_manager, read_json, require_files)
+from vlfw.errors import DataError
+from vlfw.processors.boxes import box_iou, xywh_to_xyxy
+from vlfw.registry import DATASETS
+
+
+def load_refs(path: str) -> list[dict]:
+    """refs(<splitBy>).p: a Python-2 pickle; retried with encoding="latin1" when needed.
+
+    Unpickling runs code: only load refs files from trusted sources."""
+    try:
+        with path_manager.open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    try:
+        refs = pickle.loads(data)
+    except UnicodeDecodeError:
+        try:
+            refs = pickle.loads(data, encoding="latin1")
+        except Exception as error:  # noqa: BLE001
+            raise DataError(f"{path}: cannot unpickle the refs, even as latin1 ({error})") from None
+    except Exception as error:  # noqa: BLE001 - truncated or not a pickle
+        raise DataError(f"{path}: cannot unpickle the refs ({type(error).__name__}: {error}); download it again") from None
+    if not isinstance(refs, list):
+        raise DataError(f"{path}: expected a pickled list of refs, got {type(refs).__name__}")
+    return refs
+
+
+class RefCocoBuilder(NativeBuilder):
+    """One sample per expression. Candidates: the detector regions (visual=regions) or the
+    image's COCO instance boxes (visual=images, `region_boxes` and `gt_box` then moved with the
+    image transform). `region_targets` (N,) = IoU(candidate, referred box) > 0.5."""
+
+    TASK = "rec"
+    FOLDER = "refcoco"
+    DEFAULT_CONFIG = dataset_defaults(
+        split_by="unc",
+        splits={"train": ["train"], "val": ["val"], "test": ["testA", "testB"], "testA": ["testA"], "testB": ["testB"]},
+        losses=[{"type": "rec_bce", "weight": 1.0, "params": {}}],
+        metrics=[{"type": "rec_accuracy", "params": {}}],
+    )
+
+    def __init__(self, config: Any, name: str) -> None:
+        super().__init__(config, name)
+        self._instances: dict | None = None
+
+    def files(self) -> dict[str, str]:
+        root = join(self.paths.data_dir, self.FOLDER)
+        return {"instances": join(root, "instances.json"), "refs": join(root, f"refs({self.config.split_by}).p")}
+
+    def instances(self) -> dict:
+        if self._instances is None:
+            data = read_json(self.files()["instances"])
+            images = {int(i["id"]): i for i in data.get("images", []) if isinstance(i, dict) and "id" in i}
+            annotations = {int(a["id"]): a for a in data.get("annotations", []) if isinstance(a, dict) and "id" in a}
+            by_image: dict[int, list[dict]] = {}
+            for a in annotations.values():
+                by_image.setdefault(int(a["image_id"]), []).append(a)
+            self._instances = {"images": images, "annotations": annotations, "by_image": by_image}
+        return self._instances
+
+    def build(self, split: str) -> NativeDataset:
+        files = self.files()
+        require_files(self.name, {"COCO instances": files["instances"], f"refs (split_by {self.config.split_by})": files["refs"]})
+        natives = set(self.native_splits(split))
+        instances = self.instances()
+        bad = self.new_bad_counter(split)
+        records = []
+        for position, ref in enumerate(load_refs(files["refs"])):
+            if not isinstance(ref, dict) or ref.get("split") not in natives:
+                continue
+            where = f"ref_id {ref.get('ref_id', position)}"
+            annotation = instances["annotations"].get(int(ref.get("ann_id", -1)))
+            if annotation is None:
+                bad.handle(BadRecordError(files["refs"], where, f"ann_id {ref.get('ann_id')} is not in {files['instances']}"))
+                continue
+            image = instances["images"].get(int(annotation["image_id"]))
+            if image is None:
+                bad.handle(BadRecordError(files["instances"], where, f"image {annotation['image_id']} is not listed"))
+                continue
+            bbox = annotation.get("bbox")
+            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0:
+                bad.handle(BadRecordError(files["instances"], f"annotation {annotation['id']}", f"bad bbox {bbox!r}"))
+                continue
+            for sentence in ref.get("sentences", []):
+                text = sentence.get("sent") or sentence.get("raw") if isinstance(sentence, dict) else None
+                if not isinstance(text, str) or not text.strip():
+                    bad.handle(BadRecordError(files["refs"], f"{where} sentence {sentence.get('sent_id') if isinstance(sentence, dict) else '?'}",
+                                              "empty expression"))
+                    continue
+                records.append({"sent_id": sentence.get("sent_id"), "ref_id": ref.get("ref_id"), "ann_id": int(annotation["id"]),
+                                "image_id": int(image["id"]), "file_name": image["file_name"], "text": text.strip(),
+                                "split": ref["split"]})
+        return self.make_dataset(split, records, self._load_sample, bad)
+
+    def _load_sample(self, dataset: NativeDataset, index: int, record: dict) -> Sample:
+        instances = self.instances()
+        sample = Sample(index=index, id=record["sent_id"], split=record["split"], image_id=record["image_id"],
+                        ref_id=record["ref_id"], ann_id=record["ann_id"], expression=record["text"])
+        encoded = self.text_processor(record["text"])
+        sample.input_ids, sample.token_type_ids = encoded["input_ids"], encoded["token_type_ids"]
+        gt = xywh_to_xyxy(torch.tensor([instances["annotations"][record["ann_id"]]["bbox"]], dtype=torch.float32))
+        where = f"sent_id {record['sent_id']}"
+        if self.visual == "regions":
+            stem = record["file_name"].rsplit(".", 1)[0]
+            sample.update(self.load_regions(str(record["image_id"]), stem, where))
+            candidates = sample.region_boxes
+            sample.gt_box = gt[0]
+        else:
+            boxes = [a["bbox"] for a in instances["by_image"].get(record["image_id"], [])]
+            candidates = xywh_to_xyxy(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+            path = join(self.paths.image_dir, "train2014", record["file_name"])
+            fields, moved = self.load_image(path, where, dataset.train, dataset.generator(index),
+                                            torch.cat([candidates, gt]))
+            sample.update(fields)
+            sample.region_boxes, sample.gt_box = moved[:-1], moved[-1]
+        sample.region_targets = (box_iou(candidates, gt)[:, 0] > 0.5).float()
+        return sample
+
+
+@DATASETS.register("refcoco")
+class RefCocoUncBuilder(RefCocoBuilder):
+    FOLDER = "refcoco"
+
+
+@DATASETS.register("refcoco_plus")
+class RefCocoPlusBuilder(RefCocoBuilder):
+    FOLDER = "refcoco+"
+
+
+@DATASETS.register("refcocog")
+class RefCocogBuilder(RefCocoBuilder):
+    FOLDER = "refcocog"
+    DEFAULT_CONFIG = dataset_defaults(
+        split_by="umd",
+        splits={"train": ["train"], "val": ["val"], "test": ["test"]},
+        losses=[{"type": "rec_bce", "weight": 1.0, "params": {}}],
+        metrics=[{"type": "rec_accuracy", "params": {}}],
+    )

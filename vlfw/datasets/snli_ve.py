@@ -1,0 +1,92 @@
+"""SNLI-VE: visual entailment (image premise, text hypothesis), 3-way classification."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vlfw.data.batch import Sample
+from vlfw.datasets.common import (BadRecordError, NativeBuilder, NativeDataset, dataset_defaults, iter_json_lines,
+                                  join, path_manager, require_files)
+from vlfw.registry import DATASETS
+
+LABELS = ("entailment", "neutral", "contradiction")
+IMAGE_FOLDERS = ("flickr30k_images", "flickr30k-images")
+
+
+def flickr_id(row: dict) -> str | None:
+    """The Flickr30k image id: Flikr30kID ("123.jpg"), Flickr30K_ID ("123"), else from pairID."""
+    for key in ("Flickr30K_ID", "Flikr30kID"):
+        value = row.get(key)
+        if value not in (None, ""):
+            value = str(value)
+            return value[:-4] if value.endswith(".jpg") else value
+    pair = row.get("pairID")
+    if isinstance(pair, str) and ".jpg" in pair:
+        return pair.split(".jpg", 1)[0]
+    return None
+
+
+@DATASETS.register("snli_ve")
+class SnliVeBuilder(NativeBuilder):
+    """snli_ve_{train,dev,test}.jsonl; `label` = index in (entailment, neutral, contradiction)."""
+
+    TASK = "classification"
+    DEFAULT_CONFIG = dataset_defaults(
+        splits={"train": ["train"], "val": ["dev"], "test": ["test"]},
+        losses=[{"type": "cross_entropy", "weight": 1.0, "params": {}}],
+        metrics=[{"type": "accuracy", "params": {}}],
+    )
+
+    def task_info(self) -> dict[str, Any]:
+        return {**super().task_info(), "num_labels": len(LABELS), "labels": list(LABELS)}
+
+    def image_folder(self) -> str:
+        """flickr30k_images/ or flickr30k-images/, whichever exists (looked up once)."""
+        if "_image_folder" not in self.__dict__:
+            found = [join(self.paths.image_dir, n) for n in IMAGE_FOLDERS if path_manager.isdir(join(self.paths.image_dir, n))]
+            self._image_folder = found[0] if found else join(self.paths.image_dir, IMAGE_FOLDERS[0])
+        return self._image_folder
+
+    def build(self, split: str) -> NativeDataset:
+        natives = self.native_splits(split)
+        expected = {f"{n} annotations": join(self.paths.data_dir, f"snli_ve_{n}.jsonl") for n in natives}
+        if self.visual == "images" and not any(path_manager.isdir(join(self.paths.image_dir, f)) for f in IMAGE_FOLDERS):
+            expected["image folder (flickr30k_images or flickr30k-images)"] = join(self.paths.image_dir, IMAGE_FOLDERS[0])
+        require_files(self.name, expected)
+        bad = self.new_bad_counter(split)
+        records = []
+        for native in natives:
+            path = join(self.paths.data_dir, f"snli_ve_{native}.jsonl")
+            for number, row in iter_json_lines(path, bad):
+                where = f"line {number}"
+                image_id = flickr_id(row)
+                hypothesis = row.get("sentence2")
+                label = row.get("gold_label")
+                if image_id is None:
+                    bad.handle(BadRecordError(path, where, "no image id (Flickr30K_ID, Flikr30kID or pairID)"))
+                    continue
+                if not isinstance(hypothesis, str) or not hypothesis.strip():
+                    bad.handle(BadRecordError(path, where, "empty hypothesis (sentence2)"))
+                    continue
+                if label not in LABELS:
+                    bad.handle(BadRecordError(path, where, f"gold_label {label!r} is not one of {', '.join(LABELS)}"))
+                    continue
+                records.append({"id": str(row.get("pairID", f"{native}:{number}")), "image_id": image_id,
+                                "hypothesis": hypothesis.strip(), "label": LABELS.index(label), "native": native})
+        return self.make_dataset(split, records, self._load_sample, bad)
+
+    def _load_sample(self, dataset: NativeDataset, index: int, record: dict) -> Sample:
+        sample = Sample(index=index, id=record["id"], split=record["native"], image_id=record["image_id"],
+                        hypothesis=record["hypothesis"])
+        encoded = self.text_processor(record["hypothesis"])
+        sample.input_ids, sample.token_type_ids = encoded["input_ids"], encoded["token_type_ids"]
+        where = f"pairID {record['id']}"
+        if self.visual == "images":
+            path = join(self.image_folder(), f"{record['image_id']}.jpg")
+            sample.update(self.load_image(path, where, dataset.train, dataset.generator(index))[0])
+        else:
+            sample.update(self.load_regions(record["image_id"], record["image_id"], where))
+        sample.label = torch.tensor(record["label"], dtype=torch.long)
+        return sample
