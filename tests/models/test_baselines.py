@@ -54,7 +54,7 @@ def test_nlvr2_two_images_and_rec_regions():
 def test_vcr_and_retrieval_outputs():
     infos = {"vcr": {"task": "vcr"}, "coco_retrieval": {"task": "retrieval"}}
     model = build("late_fusion", infos)
-    vcr = collate([Sample(index=i, input_ids=torch.randint(1, 100, (4, 6)),
+    vcr = collate([Sample(index=i, answer_input_ids=torch.randint(1, 100, (4, 6)),
                           rationale_input_ids=torch.randint(1, 100, (4, 9)),
                           image=torch.randn(3, 32, 32)) for i in range(2)], "vcr")
     out = model(vcr)

@@ -16,6 +16,7 @@ import torch
 # has the field's shape without its last `feature_dims` dims)
 MASKS: dict[str, tuple[str, int]] = {
     "input_ids": ("attention_mask", 0),
+    "answer_input_ids": ("answer_attention_mask", 0),
     "rationale_input_ids": ("rationale_attention_mask", 0),
     "region_features": ("region_mask", 1),
     "patch_features": ("patch_mask", 1),

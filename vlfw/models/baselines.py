@@ -93,6 +93,11 @@ class LateFusionModel(BaseModel):
             return pooled.view(*lead, -1), states.view(*lead, *states.shape[-2:])
         raise ConfigError("late_fusion needs `image` or `region_features` in the batch")
 
+    def encode_choices(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """VCR: pooled text of each answer choice and, when present, each rationale (B, 4, H)."""
+        return {kind: self.encode_text(batch[f"{kind}_input_ids"], batch[f"{kind}_attention_mask"])
+                for kind in ("answer", "rationale") if f"{kind}_input_ids" in batch}
+
     # -- per task ----------------------------------------------------------------------------
     def features(self, batch: Batch) -> dict[str, torch.Tensor]:
         task = self.heads.task(batch)
@@ -102,12 +107,8 @@ class LateFusionModel(BaseModel):
             return {"image_pooled": visual, "text_pooled": text(batch.input_ids, batch.attention_mask)}
         if task == "vcr":
             visual, _ = self.encode_visual(batch)
-            out = {"answer_pooled": self.fusion(text(batch.input_ids, batch.attention_mask),
-                                                visual[:, None].expand(-1, batch.input_ids.shape[1], -1))}
-            if "rationale_input_ids" in batch:
-                r = text(batch.rationale_input_ids, batch.rationale_attention_mask)
-                out["rationale_pooled"] = self.fusion(r, visual[:, None].expand_as(r))
-            return out
+            return {f"{kind}_pooled": self.fusion(choices, visual[:, None].expand_as(choices))
+                    for kind, choices in self.encode_choices(batch).items()}
         t = text(batch.input_ids, batch.attention_mask)
         if task in ("rec", "grounding"):
             _, regions = self.encode_visual(batch, batch.region_boxes if "image" in batch else None)
@@ -131,13 +132,9 @@ class TextOnlyModel(LateFusionModel):
 
     def features(self, batch: Batch) -> dict[str, torch.Tensor]:
         task = self.heads.task(batch)
-        t = self.encode_text(batch.input_ids, batch.attention_mask)
         if task == "vcr":
-            out = {"answer_pooled": t}
-            if "rationale_input_ids" in batch:
-                out["rationale_pooled"] = self.encode_text(batch.rationale_input_ids,
-                                                           batch.rationale_attention_mask)
-            return out
+            return {f"{kind}_pooled": pooled for kind, pooled in self.encode_choices(batch).items()}
+        t = self.encode_text(batch.input_ids, batch.attention_mask)
         if task == "nlvr2":
             return {"pooled_pair": torch.cat([t, t], dim=-1)}
         return {"pooled": t}
