@@ -1,0 +1,159 @@
+"""Toy components for the runner tests, registered in-process (not through a plugin), and a
+script entry point: `python runner_toys.py SAVE_DIR key=value ...` runs vlfw.runner.run."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from omegaconf import OmegaConf
+
+from vlfw.data.batch import Sample
+from vlfw.datasets.base import DatasetBuilder
+from vlfw.losses.base import Loss
+from vlfw.metrics.base import Metric
+from vlfw.models.base import BaseModel
+from vlfw.registry import CALLBACKS, DATASETS, LOSSES, METRICS, MODELS
+from vlfw.runner.callbacks import Callback
+
+
+class ToyDataset(torch.utils.data.Dataset):
+    """Fixed features per index plus noise drawn from (seed, epoch, index)."""
+
+    def __init__(self, size: int, dim: int, num_classes: int, seed: int, split: str, nan_index: int | None = None):
+        generator = torch.Generator().manual_seed(seed * 7 + {"train": 0, "val": 1, "test": 2}[split])
+        self.features = torch.randn(size, dim, generator=generator)
+        projection = torch.randn(dim, num_classes, generator=torch.Generator().manual_seed(seed))
+        self.labels = (self.features @ projection).argmax(-1)
+        self.seed, self.epoch, self.split, self.nan_index = seed, 0, split, nan_index
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> Sample:
+        features = self.features[index].clone()
+        if self.split == "train":
+            noise_gen = torch.Generator().manual_seed((self.seed * 1000 + self.epoch) * 100_000 + index)
+            features += 0.1 * torch.randn(features.shape, generator=noise_gen)
+            if self.nan_index is not None and index == self.nan_index:
+                features[0] = float("nan")
+        return Sample(index=index, id=f"{self.split}-{index}", split=self.split, features=features,
+                      label=self.labels[index])
+
+
+@DATASETS.register("toy_dataset")
+class ToyBuilder(DatasetBuilder):
+    DEFAULT_CONFIG = {
+        "size": 48, "dim": 8, "num_classes": 3, "seed": 0, "nan_index": None,
+        "losses": [{"type": "toy_cross_entropy", "weight": 1.0, "params": {}}],
+        "metrics": [{"type": "toy_accuracy", "params": {}}],
+    }
+
+    def build(self, split: str):
+        size = int(self.config.size) if split == "train" else max(7, int(self.config.size) // 3)
+        return ToyDataset(size, int(self.config.dim), int(self.config.num_classes), int(self.config.seed), split,
+                          self.config.nan_index if split == "train" else None)
+
+    def task_info(self) -> dict:
+        return {"task": "classification", "num_labels": int(self.config.num_classes), "dim": int(self.config.dim)}
+
+    def format_predictions(self, batch, outputs):
+        return [{"id": i, "label": int(p)} for i, p in zip(batch.id, outputs["logits"].argmax(-1).tolist())]
+
+    def write_predictions(self, predictions, path):
+        Path(path).write_text(json.dumps(predictions))
+
+
+@MODELS.register("toy_model")
+class ToyModel(BaseModel):
+    DEFAULT_CONFIG = {"hidden": 16, "dropout": 0.1}
+
+    def __init__(self, config, task_infos):
+        super().__init__(config, task_infos)
+        dim = next(iter(task_infos.values()))["dim"]
+        self.encoder = nn.Sequential(nn.Linear(dim, int(self.config.hidden)), nn.LayerNorm(int(self.config.hidden)),
+                                     nn.ReLU(), nn.Dropout(float(self.config.dropout)))
+        self.heads = nn.ModuleDict({name: nn.Linear(int(self.config.hidden), info["num_labels"])
+                                    for name, info in task_infos.items()})
+
+    def forward(self, batch):
+        return {"logits": self.heads[batch.dataset_name](self.encoder(batch.features))}
+
+
+@LOSSES.register("toy_cross_entropy")
+class ToyCrossEntropy(Loss):
+    def forward(self, batch, outputs):
+        return nn.functional.cross_entropy(outputs["logits"].float(), batch.label)
+
+
+@METRICS.register("toy_accuracy")
+class ToyAccuracy(Metric):
+    primary = "accuracy"
+
+    def update(self, batch, outputs):
+        predicted = outputs["logits"].argmax(-1)
+        for index, p, y in zip(batch.index, predicted.tolist(), batch.label.tolist()):
+            self.add(int(index), float(p == y))
+
+    def summarize(self, records):
+        return {"accuracy": sum(records) / max(1, len(records)), "count": float(len(records))}
+
+
+@METRICS.register("toy_scripted")
+class ToyScripted(Metric):
+    """Returns the next of `values` at each evaluation (drives best-checkpoint tests)."""
+
+    primary = "score"
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.calls = 0
+
+    def update(self, batch, outputs):
+        for index in batch.index:
+            self.add(int(index), 1.0)
+
+    def summarize(self, records):
+        values = list(self.params["values"])
+        value = values[min(self.calls, len(values) - 1)]
+        self.calls += 1
+        return {"score": float(value)}
+
+
+@CALLBACKS.register("toy_sleep")
+class ToySleep(Callback):
+    """Slows the loop down so that a test can kill the process between checkpoints."""
+
+    def on_update_end(self, trainer, update, losses):
+        time.sleep(float(self.params.get("seconds", 0.1)))
+
+
+def make_config(save_dir, **overrides):
+    """A full run config for the toy components (via the config loader)."""
+    from vlfw.config.loader import load_config
+
+    base = {
+        "model": "toy_model", "datasets": ["toy_dataset"], "run_type": "train_val_test", "seed": 3,
+        "save_dir": str(save_dir),
+        "training": {"max_updates": 12, "batch_size": 8, "eval_every": 4, "checkpoint_every": 3,
+                     "log_every": 2, "progress_bar": False, "clip_grad_norm": 1.0},
+        "optimizer": {"lr": 1.0e-2},
+        "scheduler": {"warmup_updates": 2},
+        "logging": {"tensorboard": False},
+    }
+    merged = OmegaConf.merge(OmegaConf.create(base), OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()]))
+    return load_config(overrides=merged)
+
+
+if __name__ == "__main__":
+    save_dir, *dotlist = sys.argv[1:]
+    config = make_config(save_dir, **dict(item.split("=", 1) for item in dotlist))
+    metrics = __import__("vlfw.runner", fromlist=["run"]).run(config)
+    print(json.dumps(metrics, sort_keys=True))

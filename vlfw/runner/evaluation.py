@@ -1,0 +1,138 @@
+"""Evaluation: sharded loaders, metric updates, exact gathering, prediction files."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from vlfw.data.batch import Batch
+from vlfw.data.samplers import ShardedEvalSampler
+from vlfw.datasets.base import DatasetBuilder
+from vlfw.metrics.base import Metric
+from vlfw.runner.distributed import DistributedContext, all_gather_object
+
+log = logging.getLogger("vlfw.runner")
+
+
+def _slice_outputs(outputs: dict[str, Any], rows: int, batch_size: int) -> dict[str, Any]:
+    return {k: (v[:rows] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == batch_size else v)
+            for k, v in outputs.items()}
+
+
+class Evaluator:
+    """Evaluates a model on one split of every dataset; keys are `split/dataset/metric`."""
+
+    def __init__(self, builders: dict[str, DatasetBuilder], metrics: dict[str, list[Metric]],
+                 context: DistributedContext, batch_size: int, num_workers: int = 0,
+                 pin_memory: bool = False, progress_bar: bool = True,
+                 autocast: Callable[[], Any] = contextlib.nullcontext,
+                 predictions_dir: str | Path | None = None) -> None:
+        self.builders = builders
+        self.metrics = metrics
+        self.context = context
+        self.per_rank_batch = max(1, -(-int(batch_size) // context.world_size))
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.progress_bar = progress_bar
+        self.autocast = autocast
+        self.predictions_dir = Path(predictions_dir) if predictions_dir else None
+        self._datasets: dict[tuple[str, str], Any] = {}
+        self.primary_keys: dict[str, str] = {}  # dataset -> its primary metric name
+
+    def dataset(self, name: str, split: str):
+        key = (name, split)
+        if key not in self._datasets:
+            self._datasets[key] = self.builders[name].build(split)
+        return self._datasets[key]
+
+    @torch.inference_mode()
+    def evaluate(self, model: torch.nn.Module, split: str, write_predictions: bool = False) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        results: dict[str, float] = {}
+        try:
+            for name, builder in self.builders.items():
+                results.update(self._evaluate_dataset(model, name, builder, split, write_predictions))
+        finally:
+            model.train(was_training)
+        return results
+
+    def _evaluate_dataset(self, model, name: str, builder: DatasetBuilder, split: str,
+                          write_predictions: bool) -> dict[str, float]:
+        dataset = self.dataset(name, split)
+        sampler = ShardedEvalSampler(len(dataset), self.context.world_size, self.context.rank)
+        generator = torch.Generator()
+        generator.manual_seed(0)
+        loader = DataLoader(dataset, batch_size=self.per_rank_batch, sampler=sampler, shuffle=False,
+                            collate_fn=builder.collate, num_workers=self.num_workers,
+                            pin_memory=self.pin_memory, generator=generator)
+        metrics = self.metrics.get(name, [])
+        for metric in metrics:
+            metric.reset()
+        rows: list[tuple[int | None, dict]] | None = [] if write_predictions else None
+        seen = 0
+        bar = tqdm(loader, desc=f"{split}/{name}", leave=False, dynamic_ncols=True,
+                   disable=not (self.progress_bar and self.context.is_main))
+        for batch in bar:
+            batch = batch.to(self.context.device, non_blocking=self.pin_memory)
+            size = batch.batch_size
+            real = max(0, min(size, sampler.num_real - seen))  # rows past num_real are padding
+            indices = sampler.indices[seen:seen + real]
+            seen += size
+            with self.autocast():
+                outputs = model(batch)
+            for metric in metrics:
+                metric.update(batch, outputs)
+            if rows is not None and real > 0:
+                rows = self._collect_predictions(builder, batch, outputs, real, size, indices, rows)
+        bar.close()
+        results: dict[str, float] = {}
+        for metric in metrics:
+            metric.gather()
+            values = metric.compute()
+            for key, value in values.items():
+                results[f"{split}/{name}/{key}"] = float(value)
+            if name not in self.primary_keys and values:
+                self.primary_keys[name] = metric.primary or next(iter(values))
+        if write_predictions:  # every rank takes part in the gather, even one without rows
+            self._write_predictions(builder, name, split, rows)
+        return results
+
+    def _collect_predictions(self, builder, batch: Batch, outputs, real: int, size: int, indices, rows):
+        if real < size:
+            batch = batch.select(list(range(real)))
+            outputs = _slice_outputs(outputs, real, size)
+        try:
+            formatted = builder.format_predictions(batch, outputs)
+        except NotImplementedError:
+            return None
+        if len(formatted) == real:  # one row per sample: remember its dataset index for ordering
+            rows.extend(zip(indices, formatted))
+        else:
+            rows.extend((None, row) for row in formatted)
+        return rows
+
+    def _write_predictions(self, builder, name: str, split: str, rows) -> None:
+        everything = all_gather_object(rows)
+        if any(part is None for part in everything):
+            if self.context.is_main:
+                log.info("dataset %r writes no prediction files; skipping them", name)
+            return
+        if not self.context.is_main or self.predictions_dir is None:
+            return
+        merged = [pair for part in everything for pair in part]
+        if merged and all(index is not None for index, _ in merged):
+            merged.sort(key=lambda pair: pair[0])
+        path = self.predictions_dir / f"{name}_{split}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            builder.write_predictions([row for _, row in merged], str(path))
+        except NotImplementedError:
+            return
+        log.info("wrote %d %s predictions of %s to %s", len(merged), split, name, path)
