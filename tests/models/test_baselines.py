@@ -34,10 +34,17 @@ def build(name, task_infos):
 
 
 def test_vqa_with_images_and_regions():
-    model = build("late_fusion", {"vqa2": {"task": "vqa", "num_answers": 7, "region_feature_size": 12}})
-    for make in (image_sample, region_sample):
+    for visual, make in (("images", image_sample), ("regions", region_sample)):
+        model = build("late_fusion", {"vqa2": {"task": "vqa", "num_answers": 7, "region_feature_size": 12,
+                                               "visual": visual}})
         batch = collate([make(i, targets=torch.rand(7)) for i in range(3)], "vqa2")
         assert model(batch)["logits"].shape == (3, 7)
+        # only the encoder the dataset needs exists, so DDP sees no unused parameters
+        assert hasattr(model, "image_encoder") == (visual == "images")
+        assert hasattr(model, "region_encoder") == (visual == "regions")
+        batch_loss = model(batch)["logits"].sum()
+        batch_loss.backward()
+        assert all(p.grad is not None for p in model.parameters())
 
 
 def test_nlvr2_two_images_and_rec_regions():

@@ -63,10 +63,17 @@ class LateFusionModel(BaseModel):
             if len(feature_sizes) > 1:
                 raise ConfigError(f"datasets in one run give different region feature sizes: {sorted(feature_sizes)}")
             feature_size = feature_sizes.pop() if feature_sizes else int(c.region_feature_size)
-            self.image_encoder = SmallCNN(hidden, tuple(int(x) for x in c.cnn_channels))
-            self.region_encoder = RegionEncoder(feature_size, hidden, float(c.dropout))
+            # only the encoders the datasets need: DDP requires every parameter to get a gradient
+            visuals = {info.get("visual", "images") for info in task_infos.values()}
+            region_tasks = {info.get("task") for info in task_infos.values()} & {"rec", "grounding"}
+            if "images" in visuals:
+                self.image_encoder = SmallCNN(hidden, tuple(int(x) for x in c.cnn_channels),
+                                              with_regions=bool(region_tasks))
+            if "regions" in visuals:
+                self.region_encoder = RegionEncoder(feature_size, hidden, float(c.dropout))
             self.fusion = _Fusion(hidden, float(c.dropout))
-        self.heads = TaskHeads(hidden, task_infos, c.heads, self.supported_tasks, type(self).__name__)
+        self.heads = TaskHeads(hidden, task_infos, c.heads, self.supported_tasks, type(self).__name__,
+                               head_defaults={"dropout": float(c.dropout)})
 
     # -- encoders --------------------------------------------------------------------------
     def encode_text(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

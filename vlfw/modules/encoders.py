@@ -25,7 +25,8 @@ class SmallCNN(nn.Module):
     `stride` is the total downsampling factor, used to RoIAlign boxes onto the map.
     """
 
-    def __init__(self, hidden_size: int, channels: tuple[int, ...] = (32, 64, 96, 128)) -> None:
+    def __init__(self, hidden_size: int, channels: tuple[int, ...] = (32, 64, 96, 128),
+                 with_regions: bool = True) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = 3
@@ -39,7 +40,7 @@ class SmallCNN(nn.Module):
         self.body = nn.Sequential(*layers)
         self.stride = 2 ** len(channels)
         self.project = nn.Linear(in_channels, hidden_size)
-        self.region_project = nn.Linear(in_channels * 4, hidden_size)
+        self.region_project = nn.Linear(in_channels * 4, hidden_size) if with_regions else None
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, 3, H, W) -> (feature map (B, C, h, w), pooled (B, hidden))."""

@@ -15,6 +15,7 @@ Feature names:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping
 
 import torch
@@ -140,12 +141,14 @@ class TaskHeads(nn.Module):
     """One head per dataset, chosen by `batch.dataset_name`.
 
     `head_configs` maps dataset name -> {type: <HEADS name>, params: {...}} to override the
-    default head of the dataset's task.
+    default head of the dataset's task. `head_defaults` (e.g. the model's dropout) are passed
+    to every head whose constructor takes them, unless the head's own params say otherwise.
     """
 
     def __init__(self, hidden_size: int, task_infos: Mapping[str, Mapping[str, Any]],
                  head_configs: Mapping[str, Any] | None = None,
-                 supported_tasks: set[str] | None = None, model_name: str = "model") -> None:
+                 supported_tasks: set[str] | None = None, model_name: str = "model",
+                 head_defaults: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         head_configs = dict(head_configs or {})
         unknown = set(head_configs) - set(task_infos)
@@ -165,8 +168,11 @@ class TaskHeads(nn.Module):
             head_type = spec.get("type") or DEFAULT_HEADS.get(task)
             if head_type is None:
                 continue  # the model handles this task itself (e.g. pre-training objectives)
-            params = dict(spec.get("params") or {})
-            self.heads[dataset] = HEADS.get(head_type)(hidden_size, info, **params)
+            head_class = HEADS.get(head_type)
+            accepted = inspect.signature(head_class.__init__).parameters
+            params = {k: v for k, v in (head_defaults or {}).items() if k in accepted}
+            params.update(spec.get("params") or {})
+            self.heads[dataset] = head_class(hidden_size, info, **params)
 
     def task(self, batch: Batch) -> str:
         name = batch.dataset_name

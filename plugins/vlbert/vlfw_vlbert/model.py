@@ -1,0 +1,437 @@
+"""The VL-BERT model: single-stream Transformer over text and RoIs, pre-training objectives and
+per-dataset fine-tuning heads."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlfw.data.batch import Batch
+from vlfw.datasets.common import stable_seed
+from vlfw.errors import ConfigError
+from vlfw.models.base import BaseModel
+from vlfw.modules.heads import TaskHeads
+from vlfw.processors.boxes import box_iou
+from vlfw.registry import MODELS
+
+from vlfw_vlbert.bert_init import bundled_bert_path, check_sizes, load_bert
+from vlfw_vlbert.config import DEFAULT_CONFIG, VLBERT_HEADS, resolve_size
+from vlfw_vlbert.embeddings import Embeddings
+from vlfw_vlbert.encoder import Encoder, Pooler
+from vlfw_vlbert.heads import MLMHead, MRCHead, soft_cross_entropy
+from vlfw_vlbert.visual import ResNetRoIExtractor, VisualFeatures, whole_image_box, zero_masked_pixels
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_TASKS = {"pretraining", "vqa", "classification", "nlvr2", "rec", "grounding", "vcr"}
+TRANSFORM_KEYS = ("dense.weight", "dense.bias", "LayerNorm.weight", "LayerNorm.bias")
+
+
+class Visual:
+    """Projected visual elements of a batch: element 0 is the whole image; builder region k is
+    element k + offset."""
+
+    def __init__(self, features: torch.Tensor, valid: torch.Tensor, boxes: torch.Tensor, offset: int,
+                 masked: torch.Tensor) -> None:
+        self.features, self.valid, self.boxes, self.offset, self.masked = features, valid, boxes, offset, masked
+
+    def select(self, index: torch.Tensor) -> "Visual":
+        return Visual(self.features[index], self.valid[index], self.boxes[index], self.offset, self.masked[index])
+
+    def repeat(self, k: int) -> "Visual":
+        return self.select(torch.arange(self.features.shape[0], device=self.features.device).repeat_interleave(k))
+
+
+def _boxes_valid(boxes: torch.Tensor) -> torch.Tensor:
+    """Real boxes among zero-padded ones."""
+    return (boxes[..., 2] > boxes[..., 0]) | (boxes[..., 3] > boxes[..., 1])
+
+
+@MODELS.register("vlbert")
+class VLBert(BaseModel):
+    """VL-BERT. See the plugin README for where it follows the paper and the released code."""
+
+    DEFAULT_CONFIG = DEFAULT_CONFIG
+
+    def __init__(self, config, task_infos: Mapping[str, Mapping[str, Any]]) -> None:
+        super().__init__(config, task_infos)
+        c = self.config
+        sizes = resolve_size(c)
+        self.sizes = sizes
+        hidden = sizes["hidden_size"]
+        self.hidden_size = hidden
+        self.special = {k: int(v) for k, v in c.special_tokens.items()}
+        self.embeddings = Embeddings(int(c.vocab_size), hidden, int(c.max_position_embeddings), float(c.dropout))
+        self.encoder = Encoder(hidden, sizes["num_layers"], sizes["num_heads"], sizes["intermediate_size"],
+                               float(c.dropout), float(c.attention_dropout))
+        self.pooler = Pooler(hidden)
+        self.mlm = MLMHead(hidden, self.embeddings.word_embeddings)
+
+        # appearance: precomputed region features and / or the end-to-end ResNet
+        visuals = {info.get("visual") for info in task_infos.values()}
+        end_to_end = c.end_to_end
+        build_images = bool(end_to_end) if end_to_end != "auto" else ("images" in visuals or None in visuals)
+        geometry = (int(c.geometry_size), float(c.geometry_wavelength))
+        if build_images:
+            self.backbone = ResNetRoIExtractor(str(sizes["backbone"]), int(c.roi_output_size), bool(c.frozen_batch_norm))
+            self.image_visual = VisualFeatures(self.backbone.out_channels, hidden, *geometry)
+        if "regions" in visuals or None in visuals or not build_images:
+            feature_sizes = {int(i["region_feature_size"]) for i in task_infos.values() if "region_feature_size" in i}
+            if c.region_feature_size is not None:
+                feature_sizes = {int(c.region_feature_size)}
+            if len(feature_sizes) > 1:
+                raise ConfigError(f"vlbert: datasets give different region feature sizes {sorted(feature_sizes)}")
+            self.region_visual = VisualFeatures(feature_sizes.pop() if feature_sizes else 2048, hidden, *geometry)
+
+        # pre-training heads
+        pre = c.pretraining
+        pretraining = any(i.get("task") == "pretraining" for i in task_infos.values())
+        classes = c.detector_classes
+        if classes is None:
+            found = [int(i["detector_classes"]) for i in task_infos.values() if i.get("detector_classes")]
+            classes = max(found) if found else None
+        self.mrc = MRCHead(hidden, int(classes)) if pretraining and pre.mrc and classes else None
+        if pretraining and pre.mrc and not classes:
+            log.info("vlbert: no detector class distribution (task_info detector_classes): masked RoI "
+                     "classification is off; use region features with class probabilities (features.format=npy)")
+        self.sir = nn.Linear(hidden, 2) if pretraining and pre.sir else None
+        self.register_buffer("mask_step", torch.zeros((), dtype=torch.long))
+
+        head_configs = {k: dict(v) for k, v in (c.heads or {}).items()}
+        for dataset, info in task_infos.items():
+            if dataset not in head_configs and info.get("task") in VLBERT_HEADS:
+                head_configs[dataset] = {"type": VLBERT_HEADS[info["task"]]}
+        self.heads = TaskHeads(hidden, task_infos, head_configs, SUPPORTED_TASKS, "vlbert")
+
+        self._init_weights()
+        self.bert_report = self._load_bert()
+        self._copy_mlm_transform_into_heads()
+        self.register_load_state_dict_pre_hook(self._copy_mlm_transform)
+
+    # -- initialisation ---------------------------------------------------------------------------
+    def _init_weights(self) -> None:
+        for name, module in self.named_modules():
+            if name.startswith("backbone"):
+                continue  # torchvision's own initialisation
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for param in (self.embeddings.image_token, self.embeddings.end_token):
+            nn.init.normal_(param, std=0.02)
+        self.embeddings.zero_visual_gain()
+
+    def _load_bert(self) -> dict[str, list[str]] | None:
+        mode, path = str(self.config.bert_init), self.config.bert_path
+        if mode not in ("auto", "bundled", "path", "none"):
+            raise ConfigError(f"model_config.vlbert.bert_init must be auto|bundled|path|none, got {mode!r}")
+        if mode == "none":
+            return None
+        if mode == "bundled" or (mode == "auto" and path is None and str(self.config.size) == "small"):
+            path = bundled_bert_path()
+        elif path is None:
+            if mode == "path":
+                raise ConfigError("model_config.vlbert.bert_init=path needs model_config.vlbert.bert_path")
+            if str(self.config.size) in ("base", "large"):
+                log.info("vlbert: no bert_path given: size %s starts from random weights", self.config.size)
+            return None
+        check_sizes(str(path), self.hidden_size, self.sizes["num_layers"], self.sizes["num_heads"])
+        return load_bert(self, str(path))
+
+    def _transform_heads(self) -> list[str]:
+        return [d for d, head in self.heads.heads.items() if getattr(head, "init_from_mlm_transform", False)]
+
+    def _copy_mlm_transform_into_heads(self) -> None:
+        for dataset in self._transform_heads():
+            self.heads.heads[dataset].transform.load_state_dict(self.mlm.transform.state_dict())
+
+    def _copy_mlm_transform(self, module, state_dict, prefix, *args) -> None:
+        """Loading a checkpoint with an MLM transform but no head transform (a pre-training
+        checkpoint): the fine-tuning heads' transforms start from the MLM transform."""
+        for dataset in self._transform_heads():
+            for key in TRANSFORM_KEYS:
+                head_key, mlm_key = f"{prefix}heads.heads.{dataset}.transform.{key}", f"{prefix}mlm.transform.{key}"
+                if head_key not in state_dict and mlm_key in state_dict:
+                    state_dict[head_key] = state_dict[mlm_key].clone()
+
+    def pretrained_key_map(self) -> dict[str, str]:
+        return {"module.": ""}  # checkpoints saved from a wrapped model
+
+    # -- visual elements ----------------------------------------------------------------------------
+    def _visual(self, image: torch.Tensor | None = None, region_features: torch.Tensor | None = None,
+                region_boxes: torch.Tensor | None = None, region_mask: torch.Tensor | None = None,
+                image_size: torch.Tensor | None = None, masked: torch.Tensor | None = None) -> Visual | None:
+        """Visual elements from precomputed region features or from the image (end to end).
+        masked (B, N): builder regions whose appearance is hidden (MRC)."""
+        if region_features is not None:
+            if not hasattr(self, "region_visual"):
+                raise ConfigError("vlbert was built without a region-feature projection (end_to_end=true and no "
+                                  "dataset with visual=regions)")
+            b, n = region_features.shape[:2]
+            device = region_features.device
+            valid = region_mask.bool() if region_mask is not None else torch.ones(b, n, dtype=torch.bool, device=device)
+            masked = (masked.bool() & valid) if masked is not None else torch.zeros_like(valid)
+            width, height = image_size[:, 0], image_size[:, 1]
+            whole = whole_image_box(width, height)
+            included = n > 0 and bool((box_iou_rows(region_boxes[:, 0], whole) >= float(self.config.whole_image_iou)).all())
+            if included:
+                masked = masked.clone()
+                masked[:, 0] = False
+                features, boxes, offset = region_features, region_boxes, 0
+            else:
+                # the whole-image box is not among the detections: its appearance is the mean of the
+                # visible regions (no information from masked RoIs leaks into it)
+                visible = (valid & ~masked).to(region_features.dtype)[..., None]
+                mean = (region_features * visible).sum(1) / visible.sum(1).clamp(min=1.0)
+                features = torch.cat([mean[:, None], region_features], dim=1)
+                boxes = torch.cat([whole[:, None].to(region_boxes.dtype), region_boxes], dim=1)
+                valid = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)
+                masked = torch.cat([torch.zeros_like(masked[:, :1]), masked], dim=1)
+                offset = 1
+            projected = self.region_visual(features, boxes, width, height, masked)
+            return Visual(projected, valid, boxes, offset, masked)
+        if image is not None:
+            if not hasattr(self, "backbone"):
+                raise ConfigError("vlbert was built without the end-to-end backbone (set model_config.vlbert.end_to_end)")
+            b = image.shape[0]
+            height, width = image.shape[-2:]
+            width_t = torch.full((b,), float(width), device=image.device)
+            height_t = torch.full((b,), float(height), device=image.device)
+            whole = whole_image_box(width_t, height_t)[:, None]
+            if region_boxes is None:
+                boxes, valid = whole, torch.ones(b, 1, dtype=torch.bool, device=image.device)
+                masked = torch.zeros_like(valid)
+            else:
+                region_valid = region_mask.bool() if region_mask is not None else _boxes_valid(region_boxes)
+                masked = (masked.bool() & region_valid) if masked is not None else torch.zeros_like(region_valid)
+                if masked.any():
+                    image = zero_masked_pixels(image, region_boxes, masked)
+                boxes = torch.cat([whole.to(region_boxes.dtype), region_boxes], dim=1)
+                valid = torch.cat([torch.ones_like(region_valid[:, :1]), region_valid], dim=1)
+                masked = torch.cat([torch.zeros_like(masked[:, :1]), masked], dim=1)
+            appearance = self.backbone(image, boxes.float())
+            projected = self.image_visual(appearance, boxes, width_t, height_t, masked)
+            return Visual(projected, valid, boxes, 1, masked)
+        return None
+
+    def visual_from_batch(self, batch: Batch, boxes_key: str = "region_boxes", masked: torch.Tensor | None = None) -> Visual | None:
+        if "region_features" in batch:
+            return self._visual(region_features=batch.region_features, region_boxes=batch.region_boxes,
+                                region_mask=batch.get("region_mask"), image_size=batch.image_size, masked=masked)
+        if "image" in batch:
+            boxes = batch.get(boxes_key)
+            return self._visual(image=batch.image, region_boxes=boxes, masked=masked)
+        return None
+
+    # -- the Transformer ----------------------------------------------------------------------------
+    def encode(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+               visual: Visual | None, text_visual: torch.Tensor | None = None):
+        """-> (states (B, T, H): text token j of a sample at position j; packed mask (B, T);
+        positions of the visual elements (B, M))."""
+        if attention_mask is None:
+            attention_mask = input_ids != 0
+        packed = self.embeddings(input_ids, token_type_ids, attention_mask,
+                                 visual.features if visual is not None else None,
+                                 visual.valid if visual is not None else None, text_visual)
+        states = self.encoder(packed.embeddings, packed.mask)
+        return states, packed.mask, packed.visual_positions
+
+    @staticmethod
+    def gather_states(states: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return states.gather(1, positions[..., None].expand(-1, -1, states.shape[-1]))
+
+    def _append_mask_sep(self, batch: Batch):
+        """`[CLS] q [SEP]` -> `[CLS] q [SEP] [MASK] [SEP]` (segment A); returns ids, types, mask, [MASK] positions."""
+        ids = batch.input_ids
+        mask = batch.get("attention_mask")
+        mask = (ids != 0) if mask is None else mask.bool()
+        types = batch.get("token_type_ids")
+        types = torch.zeros_like(ids) if types is None else types
+        b = ids.shape[0]
+        lengths = mask.sum(1)
+        pad = ids.new_zeros(b, 2)
+        ids = torch.cat([ids, pad], 1)
+        types = torch.cat([types, pad], 1)
+        mask = torch.cat([mask, pad.bool()], 1)
+        rows = torch.arange(b, device=ids.device)
+        ids[rows, lengths] = self.special["mask"]
+        ids[rows, lengths + 1] = self.special["sep"]
+        mask[rows, lengths] = True
+        mask[rows, lengths + 1] = True
+        return ids, types, mask, lengths
+
+    # -- tasks ----------------------------------------------------------------------------------------
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        task = self.heads.task(batch)
+        if task == "pretraining":
+            return self.pretrain(batch)
+        return self.heads(self.features(batch, task), batch)
+
+    def features(self, batch: Batch, task: str) -> dict[str, torch.Tensor]:
+        if task == "vcr":
+            return self.vcr_features(batch)
+        if task == "nlvr2":
+            return self.nlvr2_features(batch)
+        if task == "vqa":
+            ids, types, mask, where = self._append_mask_sep(batch)
+            states, _, _ = self.encode(ids, types, mask, self.visual_from_batch(batch))
+            rows = torch.arange(ids.shape[0], device=ids.device)
+            return {"answer_state": states[rows, where], "pooled": self.pooler(states)}
+        visual = self.visual_from_batch(batch)
+        states, _, positions = self.encode(batch.input_ids, batch.get("token_type_ids"), batch.get("attention_mask"), visual)
+        features = {"pooled": self.pooler(states)}
+        if task in ("rec", "grounding"):
+            if visual is None:
+                raise ConfigError("vlbert: rec/grounding batches need region_features or image + region_boxes")
+            features["region_states"] = self.gather_states(states, positions[:, visual.offset:])
+        return features
+
+    def nlvr2_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Each of the two images with the sentence; the two pooled vectors concatenated."""
+        flat = lambda t: None if t is None else t.reshape(-1, *t.shape[2:])  # noqa: E731
+        twice = lambda t: None if t is None else t.repeat_interleave(2, dim=0)  # noqa: E731
+        if "region_features" in batch:
+            visual = self._visual(region_features=flat(batch.region_features), region_boxes=flat(batch.region_boxes),
+                                  region_mask=flat(batch.get("region_mask")), image_size=flat(batch.image_size))
+        else:
+            visual = self._visual(image=flat(batch.image))
+        states, _, _ = self.encode(twice(batch.input_ids), twice(batch.get("token_type_ids")),
+                                   twice(batch.get("attention_mask")), visual)
+        return {"pooled_pair": self.pooler(states).view(batch.input_ids.shape[0], -1)}
+
+    def vcr_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Each choice as `[CLS] A [SEP] B [SEP] RoIs [END]`; tokens naming an object carry that
+        object's visual feature. Images: the elements are the whole image and the VCR object
+        boxes; region features: the whole image and the detections, an object's feature being
+        that of the detection that overlaps its box most."""
+        visual = self.visual_from_batch(batch, boxes_key="object_boxes")
+        if visual is None:
+            raise ConfigError("vlbert: vcr batches need image or region_features")
+        boxes = batch.get("object_boxes")
+        if "region_features" in batch and boxes is not None:
+            iou = box_iou_batched(boxes, visual.boxes)  # (B, O, M)
+            iou = iou.masked_fill(~visual.valid[:, None], -1.0)
+            iou[..., 0] = -0.5  # the whole image only when no detection overlaps
+            object_element = iou.argmax(-1)
+        else:
+            count = boxes.shape[1] if boxes is not None else 0
+            object_element = torch.arange(count, device=visual.features.device)[None].expand(visual.features.shape[0], -1) + visual.offset
+        features = {}
+        for kind in ("answer", "rationale"):
+            if f"{kind}_input_ids" not in batch:
+                continue
+            ids = batch[f"{kind}_input_ids"]
+            b, k, length = ids.shape
+            flat = lambda t: None if t is None else t.reshape(b * k, length)  # noqa: E731
+            repeated = visual.repeat(k)
+            object_ids = batch.get(f"{kind}_object_ids")
+            element = torch.zeros(b, k, length, dtype=torch.long, device=ids.device)
+            if object_ids is not None and object_element.shape[1] > 0:
+                known = (object_ids >= 0) & (object_ids < object_element.shape[1])
+                lookup = object_element[:, None].expand(-1, k, -1).gather(2, object_ids.clamp(min=0, max=object_element.shape[1] - 1))
+                element = torch.where(known, lookup, element)
+            text_visual = self.gather_states(repeated.features, element.reshape(b * k, length))
+            states, _, _ = self.encode(flat(ids), flat(batch.get(f"{kind}_token_type_ids")),
+                                       flat(batch.get(f"{kind}_attention_mask")), repeated, text_visual)
+            features[f"{kind}_pooled"] = self.pooler(states).view(b, k, -1)
+        return features
+
+    # -- pre-training ------------------------------------------------------------------------------
+    def _generator(self, batch: Batch, salt: int) -> torch.Generator:
+        indices = batch.get("index")
+        if isinstance(indices, torch.Tensor):
+            indices = indices.tolist()
+        indices = [int(i) for i in indices] if indices is not None else list(range(batch.batch_size))
+        return torch.Generator().manual_seed(stable_seed(salt, int(self.mask_step), *indices[:256]))
+
+    def _region_mask(self, batch: Batch, valid: torch.Tensor) -> torch.Tensor:
+        if "masked_regions" in batch:
+            return batch.masked_regions.bool() & valid
+        probability = float(self.config.pretraining.region_mask_probability)
+        draw = torch.rand(valid.shape, generator=self._generator(batch, 1))
+        return (draw.to(valid.device) < probability) & valid
+
+    def pretrain(self, batch: Batch) -> dict[str, torch.Tensor]:
+        pre = self.config.pretraining
+        ids, labels = batch.input_ids, batch.get("mlm_labels")
+        if self.training:
+            self.mask_step += 1
+        outputs: dict[str, torch.Tensor] = {}
+        has_visual = "region_features" in batch or "image" in batch
+        if not has_visual:
+            if not pre.text_only_mlm:
+                raise ConfigError("vlbert: a pre-training batch without visual input and pretraining.text_only_mlm=false")
+            states, _, _ = self.encode(ids, batch.get("token_type_ids"), batch.get("attention_mask"), None)
+            outputs["loss/mlm_text"] = self._mlm(states, labels)
+            return outputs
+
+        # masked RoI classification needs the detector's class distribution
+        targets = batch.get("region_class_probs")
+        do_mrc = self.mrc is not None and targets is not None and targets.shape[-1] == self.mrc.net[-1].out_features
+        masked = None
+        if do_mrc:
+            if "region_features" in batch:
+                valid = batch.get("region_mask")
+                valid = valid.bool() if valid is not None else torch.ones(batch.region_features.shape[:2], dtype=torch.bool)
+            else:
+                valid = _boxes_valid(batch.region_boxes)
+            masked = self._region_mask(batch, valid)
+        visual = self.visual_from_batch(batch, masked=masked)
+
+        b = ids.shape[0]
+        matched = torch.ones(b, dtype=torch.bool, device=ids.device)
+        if self.sir is not None and b > 1:
+            mismatch = torch.rand(b, generator=self._generator(batch, 2)) < float(pre.sir_mismatch_probability)
+            mismatch = mismatch.to(ids.device)
+            rows = torch.arange(b, device=ids.device)
+            source = torch.where(mismatch, (rows + 1) % b, rows)  # another sample's image
+            visual = visual.select(source)
+            matched = ~mismatch
+            if targets is not None:
+                targets = targets[source]
+        states, _, positions = self.encode(ids, batch.get("token_type_ids"), batch.get("attention_mask"), visual)
+        if pre.mlm and labels is not None:
+            outputs["loss/mlm"] = self._mlm(states, labels)
+        if do_mrc:
+            region_states = self.gather_states(states, positions[:, visual.offset:])
+            chosen = visual.masked[:, visual.offset:] & matched[:, None]
+            if chosen.any():
+                outputs["loss/mrc"] = soft_cross_entropy(self.mrc(region_states[chosen]), targets[chosen])
+            else:
+                outputs["loss/mrc"] = self.mrc(region_states[:, :1]).sum() * 0.0
+        if self.sir is not None:
+            outputs["loss/sir"] = F.cross_entropy(self.sir(self.pooler(states)).float(), matched.long())
+        return outputs
+
+    def _mlm(self, states: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if labels is None:
+            raise ConfigError("vlbert: MLM needs mlm_labels (set processors.masking.probability > 0)")
+        text = states[:, : labels.shape[1]]
+        chosen = labels != -100
+        if not chosen.any():
+            return self.mlm(text[:, :1]).sum() * 0.0
+        logits = self.mlm(text[chosen])
+        return F.cross_entropy(logits.float(), labels[chosen])
+
+
+def box_iou_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of matching rows of a (B, 4) and b (B, 4)."""
+    lt = torch.maximum(a[:, :2], b[:, :2])
+    rb = torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).clamp(min=0).prod(-1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter).clamp(min=1e-6)
+
+
+def box_iou_batched(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B, O, 4) x (B, M, 4) -> (B, O, M)."""
+    return torch.stack([box_iou(x.float(), y.float()) for x, y in zip(a, b)])

@@ -1,0 +1,8 @@
+"""VLMo: a Mixture-of-Modality-Experts Transformer for vlfw (model `vlmo`, loss `vlmo_itc`)."""
+
+from vlfw_vlmo.heads import VLMoEmbeddingHead  # noqa: F401  (registers the head)
+from vlfw_vlmo.losses import VLMoContrastiveLoss  # noqa: F401  (registers the loss)
+from vlfw_vlmo.model import VLMo  # noqa: F401  (registers the model)
+from vlfw_vlmo.rerank import itm_rerank  # noqa: F401
+
+__all__ = ["VLMo", "VLMoContrastiveLoss", "VLMoEmbeddingHead", "itm_rerank"]

@@ -1,0 +1,69 @@
+"""Named sizes and the model's default config (every key settable as model_config.vlmo.<key>)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# layers, hidden, heads, FFN width, number of top layers with a VL-FFN, image size, patch size
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"num_layers": 4, "hidden_size": 64, "num_heads": 4, "ffn_size": 256, "vl_ffn_layers": 1,
+             "image_size": 32, "patch_size": 8},
+    # the shape of the bundled MiniLM BERT (6 x 384, 12 heads, FFN 1536): `init: bert` loads it
+    "small": {"num_layers": 6, "hidden_size": 384, "num_heads": 12, "ffn_size": 1536, "vl_ffn_layers": 2,
+              "image_size": 224, "patch_size": 16},
+    "base": {"num_layers": 12, "hidden_size": 768, "num_heads": 12, "ffn_size": 3072, "vl_ffn_layers": 2,
+             "image_size": 224, "patch_size": 16},
+    "large": {"num_layers": 24, "hidden_size": 1024, "num_heads": 16, "ffn_size": 4096, "vl_ffn_layers": 3,
+              "image_size": 224, "patch_size": 16},
+}
+
+STAGES = ("vision", "language", "vision_language", "finetune")
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "size": "base",
+    # null: take the value from `size`
+    "num_layers": None,
+    "hidden_size": None,
+    "num_heads": None,
+    "ffn_size": None,
+    "vl_ffn_layers": None,   # top layers whose fused pass uses the VL-FFN; 0 = no VL-FFN at all
+    "image_size": None,      # pretraining image size (position table); other sizes interpolate it
+    "patch_size": None,
+    "shared_ffn": False,     # ablation: one FFN shared by all modalities instead of the experts
+    "vocab_size": 30522,
+    "max_text_length": 40,
+    "dropout": 0.0,
+    "drop_path_rate": 0.1,
+    "layer_scale_init": 0.1,
+    "layer_norm_eps": 1.0e-6,
+    # pre-training stage: vision | language | vision_language | finetune (finetune freezes nothing)
+    "stage": "vision_language",
+    # null | bert: initialise attention, the L-FFN and the text embeddings from a BERT checkpoint
+    "init": None,
+    "bert_path": None,       # folder with config.json + model.safetensors; null = the bundled MiniLM
+    "itc_embedding_size": None,  # null = hidden_size
+    "logit_scale_init": 2.6592600369327779,  # log(1 / 0.07)
+    "loss_weights": {"itc": 1.0, "itm": 1.0, "mlm": 0.25, "mim": 1.0},
+    "mim_mask_ratio": 0.4,
+    "heads": {},
+}
+
+
+def resolve_sizes(config: Any) -> dict[str, int]:
+    """The size preset with any explicitly set (non-null) architecture key applied."""
+    size = str(config.size)
+    if size not in SIZES:
+        from vlfw.errors import ConfigError
+
+        raise ConfigError(f"model_config.vlmo.size must be one of {', '.join(SIZES)}, got {size!r}")
+    resolved = dict(SIZES[size])
+    for key in resolved:
+        value = config.get(key)
+        if value is not None:
+            resolved[key] = int(value)
+    if resolved["vl_ffn_layers"] > resolved["num_layers"]:
+        from vlfw.errors import ConfigError
+
+        raise ConfigError(f"model_config.vlmo.vl_ffn_layers={resolved['vl_ffn_layers']} exceeds "
+                          f"num_layers={resolved['num_layers']}")
+    return resolved

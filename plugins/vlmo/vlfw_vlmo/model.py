@@ -1,0 +1,207 @@
+"""VLMo: one MoME Transformer run three ways (image-only, text-only, fused) for every task."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from vlfw.data.batch import Batch
+from vlfw.errors import ConfigError
+from vlfw.models.base import BaseModel
+from vlfw.modules.heads import TaskHeads
+from vlfw.registry import MODELS
+
+from vlfw_vlmo import objectives
+from vlfw_vlmo.config import DEFAULT_CONFIG, STAGES, resolve_sizes
+from vlfw_vlmo.embeddings import ImageEmbeddings, TextEmbeddings
+from vlfw_vlmo.mome import MoMETransformer
+from vlfw_vlmo.stages import apply_stage
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_TASKS = {"pretraining", "vqa", "classification", "nlvr2", "retrieval"}
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+@MODELS.register("vlmo")
+class VLMo(BaseModel):
+    """MoME Transformer with ITC / ITM / MLM (and MIM for the vision stage) and task heads."""
+
+    DEFAULT_CONFIG = DEFAULT_CONFIG
+
+    def __init__(self, config, task_infos: Mapping[str, Mapping[str, Any]]) -> None:
+        super().__init__(config, task_infos)
+        # the config loader already merged the defaults; direct construction (tests, tools) may not
+        self.config = c = OmegaConf.merge(OmegaConf.create(DEFAULT_CONFIG), self.config)
+        if str(c.stage) not in STAGES:
+            raise ConfigError(f"model_config.vlmo.stage must be one of {', '.join(STAGES)}, got {c.stage!r}")
+        self.sizes = sizes = resolve_sizes(c)
+        hidden, eps = sizes["hidden_size"], float(c.layer_norm_eps)
+        self.hidden_size = hidden
+        self.patch_size = sizes["patch_size"]
+        self.text_embeddings = TextEmbeddings(int(c.vocab_size), hidden, int(c.max_text_length), eps)
+        self.image_embeddings = ImageEmbeddings(hidden, sizes["image_size"], sizes["patch_size"])
+        self.transformer = MoMETransformer(
+            sizes["num_layers"], hidden, sizes["num_heads"], sizes["ffn_size"], sizes["vl_ffn_layers"],
+            shared_ffn=bool(c.shared_ffn), dropout=float(c.dropout), drop_path_rate=float(c.drop_path_rate),
+            layer_scale_init=float(c.layer_scale_init), eps=eps)
+        self.pooler = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
+        embed = int(c.itc_embedding_size or hidden)
+        self.itc_image_projection = nn.Linear(hidden, embed)
+        self.itc_text_projection = nn.Linear(hidden, embed)
+        self.logit_scale = nn.Parameter(torch.tensor(float(c.logit_scale_init)))
+        self.itm_head = nn.Linear(hidden, 2)
+        self.mlm_head = objectives.MaskedLanguageModelHead(hidden, self.text_embeddings.word, eps)
+        self.mim_head = nn.Linear(hidden, 3 * self.patch_size ** 2)
+        head_configs = dict(c.heads or {})
+        for name, info in task_infos.items():
+            if info.get("task") == "retrieval" and name not in head_configs:
+                head_configs[name] = {"type": "vlmo_embedding"}
+        self.heads = TaskHeads(hidden, task_infos, head_configs, SUPPORTED_TASKS, "vlmo")
+        self.apply(_init_weights)
+        self.bert_init_report: dict[str, list[str]] | None = None
+        if c.init == "bert":
+            from vlfw_vlmo.pretrained import load_bert
+
+            self.bert_init_report = load_bert(self, c.bert_path)
+        elif c.init is not None:
+            raise ConfigError(f"model_config.vlmo.init must be null or 'bert', got {c.init!r}")
+        self.trainable_groups = apply_stage(self, str(c.stage))
+
+    # -- the three ways to run the one set of weights ---------------------------------------
+    @staticmethod
+    def _text_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        mask = input_ids != 0
+        if attention_mask is not None:
+            mask = mask & attention_mask.bool()
+        mask = mask.clone()
+        mask[:, 0] = True  # [T_CLS] always attends: a fully padded caption slot stays finite
+        return mask
+
+    def encode_image(self, images: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Image-only pass (V-FFN in every layer): (B, 1 + P, H), position 0 is [I_CLS]."""
+        x = self.image_embeddings(images, patch_mask)
+        is_text = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+        return self.transformer(x, None, is_text)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Text-only pass (L-FFN in every layer): (B, L, H), position 0 is [T_CLS]."""
+        mask = self._text_mask(input_ids, attention_mask)
+        x = self.text_embeddings(input_ids)
+        return self.transformer(x, mask, torch.ones_like(mask))
+
+    def encode_pair(self, images: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused pass over [text; image]: modality experts below, VL-FFN in the top layers.
+
+        Returns (text states (B, L, H), image states (B, 1 + P, H))."""
+        text_mask = self._text_mask(input_ids, attention_mask)
+        text = self.text_embeddings(input_ids)
+        image = self.image_embeddings(images)
+        x = torch.cat([text, image.to(text.dtype)], dim=1)
+        image_mask = torch.ones(image.shape[:2], dtype=torch.bool, device=x.device)
+        is_text = torch.cat([torch.ones_like(text_mask), ~image_mask], dim=1)
+        states = self.transformer(x, torch.cat([text_mask, image_mask], dim=1), is_text, fused=True)
+        length = input_ids.shape[1]
+        return states[:, :length], states[:, length:]
+
+    def pooled_pair(self, images: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled fused [T_CLS] (Linear + tanh): the vector the ITM/VQA/NLVR2 heads read."""
+        return self.pooler(self.encode_pair(images, input_ids, attention_mask)[0][:, 0])
+
+    def image_embedding(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised ITC embedding of [I_CLS] (dual encoder)."""
+        return F.normalize(self.itc_image_projection(self.encode_image(images)[:, 0]), dim=-1)
+
+    def text_embedding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised ITC embedding of [T_CLS]; (B, K, L) ids give (B, K, D)."""
+        lead = input_ids.shape[:-1]
+        ids = input_ids.reshape(-1, input_ids.shape[-1])
+        mask = None if attention_mask is None else attention_mask.reshape(ids.shape)
+        cls = self.encode_text(ids, mask)[:, 0]
+        return F.normalize(self.itc_text_projection(cls), dim=-1).view(*lead, -1)
+
+    def itm_logits(self, images: torch.Tensor, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.itm_head(self.pooled_pair(images, input_ids, attention_mask))
+
+    # -- tasks -------------------------------------------------------------------------------
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        task = self.heads.task(batch)
+        if task == "pretraining":
+            return self.pretraining_losses(batch)
+        if "image" not in batch:
+            raise ConfigError("vlmo works on images (patches): set the dataset's visual: images")
+        mask = batch.get("attention_mask")
+        if task == "retrieval":
+            ids = batch.input_ids
+            lead = ids.shape[:-1]
+            flat_ids = ids.reshape(-1, ids.shape[-1])
+            flat_mask = None if mask is None else mask.reshape(flat_ids.shape)
+            text = self.itc_text_projection(self.encode_text(flat_ids, flat_mask)[:, 0]).view(*lead, -1)
+            image = self.itc_image_projection(self.encode_image(batch.image)[:, 0])
+            outputs = self.heads({"image_pooled": image, "text_pooled": text}, batch)
+            outputs["logit_scale"] = self.logit_scale
+            return outputs
+        if task == "nlvr2":
+            images = batch.image  # (B, 2, 3, H, W): one fused pass per image, batched together
+            b = images.shape[0]
+            ids = batch.input_ids.repeat(2, 1)
+            pair_mask = None if mask is None else mask.repeat(2, 1)
+            both = images.transpose(0, 1).reshape(2 * b, *images.shape[2:])
+            pooled = self.pooled_pair(both, ids, pair_mask)
+            return self.heads({"pooled_pair": torch.cat([pooled[:b], pooled[b:]], dim=-1)}, batch)
+        return self.heads({"pooled": self.pooled_pair(batch.image, batch.input_ids, mask)}, batch)
+
+    def pretraining_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        stage = str(self.config.stage)
+        if stage == "vision":
+            return {"loss/mim": self.masked_image_loss(batch.image)}
+        labels = batch.get("mlm_labels")
+        mask = batch.get("attention_mask")
+        if stage == "language":
+            if labels is None:
+                raise ConfigError("vlmo stage=language needs masked text: set the dataset's "
+                                  "processors.masking.probability > 0")
+            return {"loss/mlm": self.mlm_head(self.encode_text(batch.input_ids, mask), labels)}
+        weights = self.config.loss_weights
+        clean_ids = batch.input_ids if labels is None else torch.where(labels != -100, labels, batch.input_ids)
+        images = batch.image
+        image_cls = self.encode_image(images)[:, 0]
+        text_cls = self.encode_text(clean_ids, mask)[:, 0]
+        contrast = objectives.contrastive_loss(F.normalize(self.itc_image_projection(image_cls), dim=-1),
+                                               F.normalize(self.itc_text_projection(text_cls), dim=-1),
+                                               self.logit_scale)
+        losses = {"loss/itc": float(weights.itc) * contrast.loss}
+        text_mask = self._text_mask(clean_ids, mask)
+        pair_images, pair_ids, pair_mask, itm_labels = objectives.itm_pairs(images, clean_ids, text_mask, contrast)
+        itm_logits = self.itm_logits(pair_images, pair_ids, pair_mask)
+        losses["loss/itm"] = float(weights.itm) * F.cross_entropy(itm_logits.float(), itm_labels)
+        if labels is not None:
+            text_states, _ = self.encode_pair(images, batch.input_ids, mask)
+            losses["loss/mlm"] = float(weights.mlm) * self.mlm_head(text_states, labels)
+        return losses
+
+    def masked_image_loss(self, images: torch.Tensor) -> torch.Tensor:
+        """Vision stage: regress per-patch-normalised pixels of randomly masked patches (MSE)."""
+        targets = objectives.patch_targets(images.float(), self.patch_size)
+        patch_mask = objectives.random_patch_mask(targets.shape[0], targets.shape[1],
+                                                  float(self.config.mim_mask_ratio), images.device)
+        states = self.encode_image(images, patch_mask)[:, 1:]
+        predictions = self.mim_head(states[patch_mask]).float()
+        return F.mse_loss(predictions, targets[patch_mask])

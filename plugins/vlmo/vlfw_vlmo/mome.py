@@ -1,0 +1,128 @@
+"""The Mixture-of-Modality-Experts Transformer block and stack.
+
+Each block is pre-LN: a shared LayerNorm + multi-head self-attention for every token, then one
+FFN expert per token (each expert has its own LayerNorm): V-FFN for image tokens, L-FFN for text
+tokens, VL-FFN for every token in the fused pass of the top layers. Routing reads a per-token
+modality mask, so text and image lengths are free.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EXPERTS = ("vision", "language", "vision_language")
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch of a sample with probability p."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through scaled_dot_product_attention."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden size {hidden} is not divisible by {heads} heads")
+        self.heads = heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        b, n, h = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).reshape(b, n, h))
+
+
+class Expert(nn.Module):
+    """LayerNorm -> Linear -> GELU -> Linear: one modality expert."""
+
+    def __init__(self, hidden: int, ffn: int, dropout: float, eps: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden, eps=eps)
+        self.fc1 = nn.Linear(hidden, ffn)
+        self.fc2 = nn.Linear(ffn, hidden)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(self.norm(x))))))
+
+
+class MoMEBlock(nn.Module):
+    """Shared attention + modality experts, LayerScale on both branches, stochastic depth."""
+
+    def __init__(self, hidden: int, heads: int, ffn: int, *, has_vl_ffn: bool, shared_ffn: bool,
+                 dropout: float, drop_path: float, layer_scale_init: float, eps: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden, eps=eps)
+        self.attention = SelfAttention(hidden, heads, dropout)
+        self.shared_ffn = shared_ffn
+        self.has_vl_ffn = has_vl_ffn
+        if shared_ffn:
+            self.experts = nn.ModuleDict({"shared": Expert(hidden, ffn, dropout, eps)})
+        else:
+            names = EXPERTS if has_vl_ffn else EXPERTS[:2]
+            self.experts = nn.ModuleDict({name: Expert(hidden, ffn, dropout, eps) for name in names})
+        self.gamma_attention = nn.Parameter(torch.full((hidden,), float(layer_scale_init)))
+        self.gamma_ffn = nn.Parameter(torch.full((hidden,), float(layer_scale_init)))
+        self.drop_path = DropPath(drop_path)
+
+    def expert(self, name: str) -> Expert:
+        return self.experts["shared" if self.shared_ffn else name]
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, is_text: torch.Tensor,
+                fused: bool) -> torch.Tensor:
+        """is_text (B, N) bool: the modality of each token; `fused` in a VL-FFN block: VL-FFN for all."""
+        x = x + self.drop_path(self.gamma_attention * self.attention(self.norm(x), key_mask))
+        return x + self.drop_path(self.gamma_ffn * self.route(x, is_text, fused))
+
+    def route(self, x: torch.Tensor, is_text: torch.Tensor, fused: bool) -> torch.Tensor:
+        if fused and self.has_vl_ffn:
+            return self.expert("vision_language")(x)
+        if bool(is_text.all()):
+            return self.expert("language")(x)
+        if not bool(is_text.any()):
+            return self.expert("vision")(x)
+        out = x.new_empty(x.shape)
+        out[is_text] = self.expert("language")(x[is_text])
+        out[~is_text] = self.expert("vision")(x[~is_text])
+        return out
+
+
+class MoMETransformer(nn.Module):
+    """A stack of MoME blocks; the top `vl_ffn_layers` blocks carry a VL-FFN; a final LayerNorm."""
+
+    def __init__(self, num_layers: int, hidden: int, heads: int, ffn: int, vl_ffn_layers: int, *,
+                 shared_ffn: bool = False, dropout: float = 0.0, drop_path_rate: float = 0.0,
+                 layer_scale_init: float = 0.1, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.vl_start = num_layers - vl_ffn_layers
+        rates = torch.linspace(0, drop_path_rate, num_layers).tolist() if num_layers > 1 else [drop_path_rate]
+        self.blocks = nn.ModuleList(
+            MoMEBlock(hidden, heads, ffn, has_vl_ffn=i >= self.vl_start, shared_ffn=shared_ffn, dropout=dropout,
+                      drop_path=rates[i], layer_scale_init=layer_scale_init, eps=eps)
+            for i in range(num_layers))
+        self.norm = nn.LayerNorm(hidden, eps=eps)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, is_text: torch.Tensor,
+                fused: bool = False) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, key_mask, is_text, fused)
+        return self.norm(x)
