@@ -36,6 +36,8 @@ def test_builder_model_loss_metric(name, visual, shapes_tiny_root):
     model = MODELS.get("late_fusion")(model_config, {name: info})
     train = builder.build("train")
     batch = builder.collate([train[i] for i in range(min(4, len(train)))])
+    if visual == "regions":  # the model sizes its region projection from task_info
+        assert info["region_feature_size"] == batch.region_features.shape[-1]
     outputs = model(batch)
     for spec in builder.config.losses:
         loss = LOSSES.get(spec.type)(**spec.get("params", {}))(batch, outputs)

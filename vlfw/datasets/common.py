@@ -443,9 +443,13 @@ class NativeBuilder(DatasetBuilder):
     def text_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"vocab_path": self.text_processor.vocab_path, "vocab_size": self.text_processor.vocab_size}
         if self.visual == "regions":
-            classes = self.class_probability_reader().num_classes()
+            reader = self.class_probability_reader()
+            classes = reader.num_classes()
             if classes:
                 info["detector_classes"] = classes
+            feature_size = reader.feature_size() if hasattr(reader, "feature_size") else None
+            if feature_size:
+                info["region_feature_size"] = feature_size
         info["visual"] = self.visual
         return info
 

@@ -172,6 +172,12 @@ class ButdTsvReader:
     def num_classes(self) -> int | None:
         return None  # the BUTD TSV layout carries no class probabilities
 
+    def feature_size(self) -> int | None:
+        """Appearance feature size D, from the first row (None for an empty file)."""
+        for key in self.index:
+            return int(self.read(key)["region_features"].shape[-1])
+        return None
+
 
 class NpyFeatureReader:
     """Per-image `<stem>.npy` (N, D) and `<stem>_info.npy` (MMF layout).
@@ -242,6 +248,14 @@ class NpyFeatureReader:
         if problem:
             raise BadRecordError(feature_path, where, problem, kind="features")
         return _regions(features, boxes, width, height, self.max_regions, class_probs)
+
+    def feature_size(self) -> int | None:
+        """Appearance feature size D, from the first feature file (None for an empty directory)."""
+        for name in sorted(path_manager.ls(self.directory)):
+            if name.endswith(".npy") and not name.endswith("_info.npy"):
+                with path_manager.open(os.path.join(self.directory, name), "rb") as handle:
+                    return int(np.load(handle, mmap_mode=None, allow_pickle=False).shape[-1])
+        return None
 
     def num_classes(self) -> int | None:
         """Number of detector classes (from the first info file with cls_prob), or None."""
