@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -60,6 +61,9 @@ def _file_listing(root: str) -> dict:
     return {"folders": dict(sorted(folders.items())), "annotation_sha256": dict(sorted(checksums.items()))}
 
 
+log = logging.getLogger(__name__)
+
+
 def build_world(final: str, size: str, seed: int, **options) -> dict:
     """Generates into a temporary sibling of `final`, writes the manifest, renames into place."""
     parent = os.path.dirname(final)
@@ -105,7 +109,10 @@ def ensure_world(size: str = "tiny", seed: int = 0, cache_dir: str | None = None
         if not force and not options and _manifest_matches(final):  # another process made it meanwhile
             return final
         _clean_leftovers(parent, os.path.basename(final))
-        build_world(final, size, seed, **options)
+        log.info("generating the Shapes world (size %s, seed %d) into %s; done once, then cached",
+                 size, seed, final)
+        manifest = build_world(final, size, seed, **options)
+        log.info("Shapes world ready in %.0f s", manifest["timings"]["total"])
     return final
 
 
