@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import make_builder, native
+from dataset_helpers import make_builder, native
 from vlfw.errors import DataError
 
 

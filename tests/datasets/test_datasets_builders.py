@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import make_builder, native
+from dataset_helpers import make_builder, native
 
 VISUALS = [("images", "butd_tsv"), ("regions", "butd_tsv"), ("regions", "npy")]
 

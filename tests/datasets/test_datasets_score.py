@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import native
+from dataset_helpers import native
 from vlfw.cli.score import main
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from vlfw.config.loader import component_defaults
-from vlfw.registry import DATASETS, LOSSES, METRICS, MODELS
+from vlfw.registry import LOSSES, METRICS, MODELS
+from vlfw.testing import shapes_builder
 
 CASES = [
     ("vqa2", "images"), ("vqa2", "regions"), ("nlvr2", "images"), ("nlvr2", "regions"),
@@ -19,12 +19,9 @@ CASES = [
 
 
 def make_builder(name, visual):
-    config = OmegaConf.merge(component_defaults(DATASETS.get(name)), {
-        "source": "shapes", "shapes": {"size": "tiny", "seed": 0}, "visual": visual,
-        "processors": {"image": {"size": 64}} if visual == "images" else {},
-        "features": {"format": "butd_tsv"} if visual == "regions" else {},
-    })
-    return DATASETS.get(name)(config, name)
+    return shapes_builder(name, visual=visual,
+                          processors={"image": {"size": 64}} if visual == "images" else {},
+                          features={"format": "butd_tsv"} if visual == "regions" else {})
 
 
 @pytest.mark.parametrize("name, visual", CASES)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import run_script
+from runner_helpers import run_script
 
 # SGD so that the weights after one update are a linear function of the gradient
 ONE_UPDATE = ["run_type=train_val", "training.max_updates=1", "training.log_every=1",

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import TOYS, run_script, script_env
+from runner_helpers import TOYS, run_script, script_env
 
 COMMON = ["training.max_updates=12", "training.checkpoint_every=3", "training.eval_every=4",
           "checkpoint.keep_last=10"]

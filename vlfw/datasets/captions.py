@@ -83,6 +83,11 @@ class KarpathyCaptionsBuilder(NativeBuilder):
         return {"input_ids": ids, "token_type_ids": types, "text_mask": torch.ones(len(encoded), dtype=torch.bool)}
 
 
+def per_caption(images: list[dict]) -> list[dict]:
+    """One training record per (image, caption) pair."""
+    return [dict(image, caption=c, caption_index=k) for image in images for k, c in enumerate(image["captions"])]
+
+
 class RetrievalBuilder(KarpathyCaptionsBuilder):
     """Train: one sample per (image, caption). Val/test: one per image with ALL its captions
     as (K, L) `input_ids` and `text_mask` (K,)."""
@@ -98,7 +103,7 @@ class RetrievalBuilder(KarpathyCaptionsBuilder):
         bad = self.new_bad_counter(split)
         images = self.read_images(split, bad)
         if self.is_train(split):
-            records = [dict(image, caption=c, caption_index=k) for image in images for k, c in enumerate(image["captions"])]
+            records = per_caption(images)
         else:
             records = images
         return self.make_dataset(split, records, self._load_sample, bad)
@@ -131,7 +136,7 @@ class CaptioningBuilder(KarpathyCaptionsBuilder):
         bad = self.new_bad_counter(split)
         images = self.read_images(split, bad)
         if self.is_train(split):
-            records = [dict(image, caption=c, caption_index=k) for image in images for k, c in enumerate(image["captions"])]
+            records = per_caption(images)
         else:
             records = [dict(image, caption=image["captions"][0], caption_index=None) for image in images]
         return self.make_dataset(split, records, self._load_sample, bad)

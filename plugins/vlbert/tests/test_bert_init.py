@@ -3,7 +3,7 @@
 import torch
 from safetensors import safe_open
 
-from conftest import build_model
+from vlbert_helpers import build_model
 from vlfw_vlbert.bert_init import bundled_bert_path
 
 

@@ -4,7 +4,7 @@ transform and the VQA loss goes down."""
 
 import torch
 
-from conftest import build_model, shapes_builder
+from vlbert_helpers import build_model, shapes_builder
 from vlfw.losses.standard import SoftBinaryCrossEntropy
 from vlfw.runner.checkpoint import load_pretrained
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from conftest import build_model
+from vlbert_helpers import build_model
 from vlfw.data.batch import Sample, collate
 
 
