@@ -28,6 +28,7 @@ _DEFAULTS = {
     "text_heads": 4,
     "max_text_length": 64,
     "cnn_channels": [32, 64, 96, 128],
+    "cnn_grid": 4,  # pooled image vector = the feature map pooled to 4 x 4 (0: global mean)
     "region_feature_size": 256,  # overridden by the dataset's task_info when it says
     "dropout": 0.1,
     "heads": {},
@@ -68,7 +69,7 @@ class LateFusionModel(BaseModel):
             region_tasks = {info.get("task") for info in task_infos.values()} & {"rec", "grounding"}
             if "images" in visuals:
                 self.image_encoder = SmallCNN(hidden, tuple(int(x) for x in c.cnn_channels),
-                                              with_regions=bool(region_tasks))
+                                              with_regions=bool(region_tasks), grid=int(c.cnn_grid))
             if "regions" in visuals:
                 self.region_encoder = RegionEncoder(feature_size, hidden, float(c.dropout))
             self.fusion = _Fusion(hidden, float(c.dropout))

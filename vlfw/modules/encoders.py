@@ -22,11 +22,13 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 class SmallCNN(nn.Module):
     """A few stride-2 conv blocks (GroupNorm, GELU); returns the feature map and a pooled vector.
 
-    `stride` is the total downsampling factor, used to RoIAlign boxes onto the map.
+    `stride` is the total downsampling factor, used to RoIAlign boxes onto the map. With
+    `grid` > 0 the pooled vector keeps a coarse layout (the map average-pooled to grid x grid and
+    flattened: what is where); with 0 it is the global mean.
     """
 
     def __init__(self, hidden_size: int, channels: tuple[int, ...] = (32, 64, 96, 128),
-                 with_regions: bool = True) -> None:
+                 with_regions: bool = True, grid: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = 3
@@ -39,13 +41,18 @@ class SmallCNN(nn.Module):
             in_channels = out_channels
         self.body = nn.Sequential(*layers)
         self.stride = 2 ** len(channels)
-        self.project = nn.Linear(in_channels, hidden_size)
+        self.grid = grid
+        self.project = nn.Linear(in_channels * max(grid, 1) ** 2, hidden_size)
         self.region_project = nn.Linear(in_channels * 4, hidden_size) if with_regions else None
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, 3, H, W) -> (feature map (B, C, h, w), pooled (B, hidden))."""
         fmap = self.body(images)
-        return fmap, self.project(fmap.mean(dim=(2, 3)))
+        if self.grid:
+            pooled = F.adaptive_avg_pool2d(fmap, self.grid).flatten(1)
+        else:
+            pooled = fmap.mean(dim=(2, 3))
+        return fmap, self.project(pooled)
 
     def regions(self, fmap: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """RoIAlign 2x2 per box: fmap (B, C, h, w), boxes (B, N, 4) in image pixels -> (B, N, hidden)."""
