@@ -100,6 +100,12 @@ class MoMEBlock(nn.Module):
             return self.expert("language")(x)
         if not bool(is_text.any()):
             return self.expert("vision")(x)
+        columns = is_text[0]
+        split = int(columns.sum())
+        if bool(columns[:split].all()) and bool((is_text == columns).all()):
+            # the usual pair layout [text (padded to one length); image]: route by slicing,
+            # which avoids the gather/scatter of boolean indexing
+            return torch.cat([self.expert("language")(x[:, :split]), self.expert("vision")(x[:, split:])], dim=1)
         out = x.new_empty(x.shape)
         out[is_text] = self.expert("language")(x[is_text])
         out[~is_text] = self.expert("vision")(x[~is_text])
