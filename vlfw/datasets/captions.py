@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+
 import torch
 
-from vlfw.data.batch import Sample
+from vlfw.data.batch import Sample, pad_stack
 from vlfw.datasets.common import (BadRecordError, NativeBuilder, NativeDataset, dataset_defaults, join,
                                   read_json, require_files)
 from vlfw.errors import DataError
@@ -74,13 +75,19 @@ class KarpathyCaptionsBuilder(NativeBuilder):
     def encode_all(self, captions: list[str]) -> dict[str, torch.Tensor]:
         """(K, L) input_ids/token_type_ids, padded with 0, and text_mask (K,)."""
         encoded = [self.text_processor(c) for c in captions]
-        length = max(len(e["input_ids"]) for e in encoded)
-        ids = torch.zeros(len(encoded), length, dtype=torch.long)
-        types = torch.zeros(len(encoded), length, dtype=torch.long)
-        for k, e in enumerate(encoded):
-            ids[k, : len(e["input_ids"])] = e["input_ids"]
-            types[k, : len(e["token_type_ids"])] = e["token_type_ids"]
+        ids = pad_stack([e["input_ids"] for e in encoded])
+        types = pad_stack([e["token_type_ids"] for e in encoded])
         return {"input_ids": ids, "token_type_ids": types, "text_mask": torch.ones(len(encoded), dtype=torch.bool)}
+
+    def build(self, split: str) -> NativeDataset:
+        """Train: one record per (image, caption); val/test: `eval_records` of the images."""
+        bad = self.new_bad_counter(split)
+        images = self.read_images(split, bad)
+        records = per_caption(images) if self.is_train(split) else self.eval_records(images)
+        return self.make_dataset(split, records, self._load_sample, bad)
+
+    def eval_records(self, images: list[dict]) -> list[dict]:
+        raise NotImplementedError
 
 
 def per_caption(images: list[dict]) -> list[dict]:
@@ -99,14 +106,8 @@ class RetrievalBuilder(KarpathyCaptionsBuilder):
         metrics=[{"type": "retrieval_recall", "params": {}}],
     )
 
-    def build(self, split: str) -> NativeDataset:
-        bad = self.new_bad_counter(split)
-        images = self.read_images(split, bad)
-        if self.is_train(split):
-            records = per_caption(images)
-        else:
-            records = images
-        return self.make_dataset(split, records, self._load_sample, bad)
+    def eval_records(self, images: list[dict]) -> list[dict]:
+        return images
 
     def _load_sample(self, dataset: NativeDataset, index: int, record: dict) -> Sample:
         sample = Sample(index=index, split=record["split"], image_id=record["image_id"])
@@ -132,14 +133,8 @@ class CaptioningBuilder(KarpathyCaptionsBuilder):
         metrics=[{"type": "caption_metrics", "params": {}}],
     )
 
-    def build(self, split: str) -> NativeDataset:
-        bad = self.new_bad_counter(split)
-        images = self.read_images(split, bad)
-        if self.is_train(split):
-            records = per_caption(images)
-        else:
-            records = [dict(image, caption=image["captions"][0], caption_index=None) for image in images]
-        return self.make_dataset(split, records, self._load_sample, bad)
+    def eval_records(self, images: list[dict]) -> list[dict]:
+        return [dict(image, caption=image["captions"][0], caption_index=None) for image in images]
 
     def _load_sample(self, dataset: NativeDataset, index: int, record: dict) -> Sample:
         sample = Sample(index=index, split=record["split"], image_id=record["image_id"])
