@@ -115,3 +115,16 @@ def test_corrupt_checkpoint_on_resume_is_named_and_left_alone(tmp_path, shapes_t
     assert result.returncode == 2
     assert "update_4.pt" in result.stderr and "Traceback" not in result.stderr
     assert sorted((p.name, p.stat().st_size) for p in (tmp_path / "checkpoints").iterdir()) == before
+
+
+def test_first_run_that_generates_the_world_trains_like_a_cached_one(tmp_path):
+    """Generating the Shapes world on first use must not shift the global RNG (model init)."""
+    env = dict(os.environ, VLFW_CACHE=str(tmp_path / "fresh-cache"))
+    args = ["training.max_updates=2", "training.checkpoint_every=2", "run_type=train"]
+    first = vlfw_run(*args, f"save_dir={tmp_path / 'first'}", env=env)
+    second = vlfw_run(*args, f"save_dir={tmp_path / 'second'}", env=env)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
+    assert "generating the Shapes world" in first.stderr and "generating" not in second.stderr
+    a = torch.load(tmp_path / "first" / "checkpoints" / "update_2.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "second" / "checkpoints" / "update_2.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -50,7 +50,11 @@ def run(config: DictConfig) -> dict[str, float]:
             save_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(save_dir / "config.yaml", OmegaConf.to_yaml(config, resolve=True))
         builders = build_builders(config)
-        model = build_model(config, {name: b.task_info() for name, b in builders.items()})
+        task_infos = {name: b.task_info() for name, b in builders.items()}
+        # seeded again here: whatever building the datasets drew from the global RNG (a Shapes
+        # world generated on first use, say) must not change the model's initial weights
+        seed_everything(seed)
+        model = build_model(config, task_infos)
         model.to(context.device)
         # what follows (dropout, augmentation drawn from global RNG) should differ per rank
         seed_everything(seed + context.rank)

@@ -64,6 +64,24 @@ def _file_listing(root: str) -> dict:
 log = logging.getLogger(__name__)
 
 
+@contextmanager
+def preserved_global_rng():
+    """Leave python's, numpy's and torch's global RNG states as they were: generating the world
+    on first use must not change what a run that asked for it draws afterwards."""
+    import random
+
+    import numpy as np
+    import torch
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
 def build_world(final: str, size: str, seed: int, **options) -> dict:
     """Generates into a temporary sibling of `final`, writes the manifest, renames into place."""
     parent = os.path.dirname(final)
@@ -72,7 +90,8 @@ def build_world(final: str, size: str, seed: int, **options) -> dict:
     shutil.rmtree(temp, ignore_errors=True)
     start = time.perf_counter()
     try:
-        report = generate_world(temp, size, seed, **options)
+        with preserved_global_rng():
+            report = generate_world(temp, size, seed, **options)
         manifest = {"size": size, "seed": seed, "generator_version": GENERATOR_VERSION,
                     "options": report["options"], "counts": report["counts"],
                     "timings": {**report["timings"], "total": round(time.perf_counter() - start, 3)},
