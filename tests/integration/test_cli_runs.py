@@ -27,9 +27,15 @@ def vlfw_run(*args, timeout=300, **kwargs):
                           timeout=timeout, **kwargs)
 
 
-def test_kill_and_resume_from_the_command_line(tmp_path, shapes_tiny_root):
+MULTITASK = ["datasets=vqa2,snli_ve,nlvr2,refcoco", "dataset_config.snli_ve.source=shapes",
+             "dataset_config.nlvr2.source=shapes", "dataset_config.refcoco.source=shapes",
+             "multitask.iteration_strategy=temperature_scaled", "evaluation.metric=mean"]
+
+
+@pytest.mark.parametrize("extra", [[], MULTITASK], ids=["single_task", "multi_task"])
+def test_kill_and_resume_from_the_command_line(tmp_path, shapes_tiny_root, extra):
     args = ["training.max_updates=40", "training.checkpoint_every=5", "training.eval_every=20",
-            "checkpoint.keep_last=20", "run_type=train_val_test"]
+            "checkpoint.keep_last=20", "run_type=train_val_test", *extra]
     straight = vlfw_run(*args, f"save_dir={tmp_path / 'straight'}")
     assert straight.returncode == 0, straight.stderr[-2000:]
 
