@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from vlfw.cache import cache_dir
 from vlfw.data.batch import Batch, Sample
 from vlfw.datasets.common import (BadRecordError, NativeBuilder, NativeDataset, dataset_defaults, join,
                                   path_manager, read_json, require_files)
@@ -20,10 +21,6 @@ log = logging.getLogger(__name__)
 
 # test-dev questions are asked about the test2015 images
 IMAGE_SUBSET = {"test-dev2015": "test2015"}
-
-
-def cache_dir() -> str:
-    return os.path.expanduser(os.environ.get("VLFW_CACHE") or os.path.join("~", ".cache", "vlfw"))
 
 
 def question_file(data_dir: str, subset: str) -> str:

@@ -12,6 +12,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
+from vlfw.cache import cache_dir as vlfw_cache_dir
 from vlfw.world.generate import generate_world, resolve_size
 
 GENERATOR_VERSION = "1"
@@ -19,12 +20,8 @@ MANIFEST = "MANIFEST.json"
 TEMP_PREFIX = ".tmp-"
 
 
-def default_cache_dir() -> str:
-    return os.environ.get("VLFW_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vlfw")
-
-
 def world_dir(size: str, seed: int, cache_dir: str | None = None) -> str:
-    return os.path.join(cache_dir or default_cache_dir(), "shapes", f"{size}_seed{seed}")
+    return os.path.join(cache_dir or vlfw_cache_dir(), "shapes", f"{size}_seed{seed}")
 
 
 @contextmanager
