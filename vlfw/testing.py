@@ -34,3 +34,12 @@ def shapes_builder(name: str, size: str = "tiny", seed: int = 0, **overrides: An
     config = OmegaConf.merge(component_defaults(builder_class),
                              {"source": "shapes", "shapes": {"size": size, "seed": seed}}, overrides)
     return builder_class(config, name)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a test's process group)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

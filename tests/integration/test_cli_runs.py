@@ -5,7 +5,6 @@ input is one clear line."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from vlfw.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [f"config={ROOT / 'projects' / 'quickstart.yaml'}", "dataset_config.vqa2.shapes.size=tiny",
@@ -73,9 +74,7 @@ def test_torchrun_two_processes_match_one(tmp_path, shapes_tiny_root):
     single = vlfw_run(*args, f"save_dir={tmp_path / 'one'}")
     assert single.returncode == 0, single.stderr[-2000:]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                f"--master_port={port}", "-m", "vlfw.cli.run", *TINY, *args, f"save_dir={tmp_path / 'two'}"]
     # a session of its own, so that a hang kills the ranks too, not only the launcher

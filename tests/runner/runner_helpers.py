@@ -1,19 +1,14 @@
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from vlfw.testing import free_port
+
 HERE = Path(__file__).resolve().parent
 TOYS = HERE / "runner_toys.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def script_env() -> dict:

@@ -1,22 +1,16 @@
 """ITC and hard-negative sampling across 2 gloo processes vs one process on the global batch."""
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from vlfw.testing import free_port
 from vlfw_vlmo.objectives import contrastive_loss, itm_pairs, sample_hard_negatives
 
 WORLD, LOCAL, DIM = 2, 3, 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def global_inputs():
