@@ -24,6 +24,7 @@ from vlfw.runner.distributed import DistributedContext, all_gather_object, all_r
 from vlfw.runner.evaluation import Evaluator
 from vlfw.runner.logging import RunLogger, peak_memory_mb
 from vlfw.runner.optim import build_optimizer
+from vlfw.runner.report import results_table
 from vlfw.runner.schedulers import build_scheduler
 
 log = logging.getLogger("vlfw.runner")
@@ -136,7 +137,16 @@ class Trainer:
         finally:
             if self.logger is not None:
                 self.logger.close()
+        self._report()
         return self._flat_metrics()
+
+    def _report(self) -> None:
+        """The per-task result table: on the console and in `<save_dir>/results.md`."""
+        table = results_table(self._flat_metrics(), self.evaluator.primary_keys)
+        if table and self.context.is_main:
+            ckpt.atomic_write_text(self.save_dir / "results.md", table)
+            log.info("results (val: latest evaluation; test: %s)\n%s",
+                     "the best checkpoint" if "train" in self.parts else "these weights", table)
 
     def _load_for_evaluation(self) -> None:
         checkpoint = self.config.checkpoint
