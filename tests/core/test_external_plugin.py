@@ -42,7 +42,7 @@ def test_plugin_from_the_docs_installs_and_runs(tmp_path, shapes_tiny_root):
 
     save_dir = tmp_path / "run"
     run = subprocess.run(
-        [sys.executable, "-m", "vlfw.cli.run", f"config={ROOT / 'projects' / 'quickstart.yaml'}",
+        [sys.executable, "-m", "vlfw.cli.run", f"config={ROOT / 'projects' / 'baselines' / 'shapes_vqa2.yaml'}",
          "model=bow_fusion", "dataset_config.vqa2.losses=[{type: soft_cross_entropy}]",
          "dataset_config.vqa2.shapes.size=tiny", "training.max_updates=3", "training.batch_size=4",
          "training.eval_every=3", "training.checkpoint_every=3", "training.progress_bar=false",

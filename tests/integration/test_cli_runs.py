@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from vlfw.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [f"config={ROOT / 'projects' / 'quickstart.yaml'}", "dataset_config.vqa2.shapes.size=tiny",
+TINY = [f"config={ROOT / 'projects' / 'baselines' / 'shapes_vqa2.yaml'}", "dataset_config.vqa2.shapes.size=tiny",
         "training.batch_size=8", "training.progress_bar=false", "training.log_every=5",
         "model_config.late_fusion.hidden_size=32", "model_config.late_fusion.cnn_channels=[8,16,16]",
         "model_config.late_fusion.text_layers=1"]
@@ -63,6 +63,27 @@ def test_kill_and_resume_from_the_command_line(tmp_path, shapes_tiny_root, extra
     last_a = torch.load(tmp_path / "straight" / "checkpoints" / "update_40.pt", weights_only=True)["model"]
     last_b = torch.load(killed_dir / "checkpoints" / "update_40.pt", weights_only=True)["model"]
     assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
+
+
+def test_one_dataset_multitask_config_equals_the_single_task_run(tmp_path, shapes_tiny_root):
+    """Every multi-task option set for a one-dataset run changes nothing: same weights, same metrics."""
+    args = ["training.max_updates=12", "training.checkpoint_every=6", "training.eval_every=6", "run_type=train_val_test"]
+    single = vlfw_run(*args, f"save_dir={tmp_path / 'single'}")
+    multi = vlfw_run(*args, f"save_dir={tmp_path / 'multi'}", "datasets=[vqa2]",
+                     "multitask.iteration_strategy=temperature_scaled", "multitask.temperature=3.0",
+                     "multitask.mode=all_per_update", "multitask.batch_sizes={vqa2: 8}",
+                     "multitask.loss_weights={vqa2: 1.0}", "evaluation.metric=mean")
+    assert single.returncode == 0 and multi.returncode == 0, (single.stderr + multi.stderr)[-2000:]
+    assert (tmp_path / "single" / "metrics.json").read_bytes() == (tmp_path / "multi" / "metrics.json").read_bytes()
+    for name in ("best_model.safetensors",):
+        a, b = load_file(tmp_path / "single" / name), load_file(tmp_path / "multi" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    last_a = torch.load(tmp_path / "single" / "checkpoints" / "update_12.pt", weights_only=True)
+    last_b = torch.load(tmp_path / "multi" / "checkpoints" / "update_12.pt", weights_only=True)
+    assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])
+    assert last_a["data"] == last_b["data"]
+    table = (tmp_path / "multi" / "results.md").read_text()
+    assert "| vqa2 | val | vqa_accuracy |" in table and "| vqa2 | test | vqa_accuracy |" in table
 
 
 def test_torchrun_two_processes_match_one(tmp_path, shapes_tiny_root):

@@ -48,7 +48,7 @@ def majority_rates(data_dir: str) -> tuple[float, float]:
 
 def train(model: str, size: str, updates: int, save_dir: str, batch_size: int, lr: float) -> float:
     config = load_config([
-        "config=projects/quickstart.yaml", f"model={model}", f"dataset_config.vqa2.shapes.size={size}",
+        "config=projects/baselines/shapes_vqa2.yaml", f"model={model}", f"dataset_config.vqa2.shapes.size={size}",
         f"training.max_updates={updates}", f"training.batch_size={batch_size}", f"optimizer.lr={lr}",
         f"training.eval_every={updates}", f"training.checkpoint_every={updates}", "run_type=train_val",
         f"save_dir={save_dir}/{model}", "training.progress_bar=false",

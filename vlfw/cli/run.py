@@ -11,7 +11,7 @@ from vlfw.cli.common import guarded_main, setup_logging
 USAGE = """usage: vlfw_run config=<project.yaml> [key=value ...] [--debug]
 
   vlfw_run config=projects/quickstart.yaml
-  vlfw_run config=projects/quickstart.yaml model=text_only training.max_updates=200
+  vlfw_run config=projects/baselines/shapes_vqa2.yaml model=text_only training.max_updates=200
   vlfw_run model=late_fusion datasets=vqa2,nlvr2 run_type=train_val_test \\
       dataset_config.vqa2.data_dir=/data/vqa2
   torchrun --nproc_per_node=2 -m vlfw.cli.run config=...   (distributed)

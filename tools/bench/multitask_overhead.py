@@ -1,0 +1,112 @@
+"""Multi-task overhead: time per update of a multi-task run vs. the same batches trained single-task.
+
+    python tools/bench/multitask_overhead.py [--config projects/multitask/vlbert_shapes.yaml]
+        [--updates 200] [--rounds 3] [key=value ...]
+
+The multi-task run trains `--updates` updates, each on the dataset its iteration strategy draws.
+Then every dataset is trained alone (a one-dataset run of the same recipe) for exactly the
+number of updates it got in the multi-task run; each dataset's stream yields the same batches
+in both cases (the samplers depend on the seed and the dataset only). Both go through the real
+runner's update (`Trainer._train_update`: data, forward, losses, backward, optimizer step); set-up,
+evaluation and checkpoints are outside the timed loop. The rounds alternate multi- and single-task
+in one process; the overhead is (multi-task time / sum of single-task times) - 1, per round,
+reported as the median and the range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections import Counter
+
+import torch
+
+from vlfw.config import load_config
+from vlfw.runner.build import build_builders, build_model
+from vlfw.runner.distributed import setup_distributed
+from vlfw.runner.launch import seed_everything
+from vlfw.runner.trainer import Trainer
+
+WARMUP = 5  # updates per trainer before timing starts (loader start-up, allocator warm-up)
+
+
+def make_trainer(args: list[str], save_dir: str) -> Trainer:
+    config = load_config([*args, f"save_dir={save_dir}", "training.eval_every=0", "training.checkpoint_every=0",
+                          "training.progress_bar=false", "logging.tensorboard=false", "logging.jsonl=false",
+                          "training.num_workers=0"])
+    context = setup_distributed(config)
+    builders = build_builders(config)
+    seed_everything(int(config.seed))
+    model = build_model(config, {name: b.task_info() for name, b in builders.items()})
+    trainer = Trainer(config, context, builders, model)
+    trainer._setup_training()
+    trainer.train_model.train()
+    return trainer
+
+
+def timed_updates(trainer: Trainer, count: int) -> tuple[float, list[str]]:
+    """Seconds for `count` updates after the warm-up, and the dataset of every update (warm-up included)."""
+    names = []
+    for _ in range(WARMUP):
+        names += trainer.iterator.datasets_for_update(trainer.update)
+        trainer._train_update()
+        trainer.update += 1
+    start = time.perf_counter()
+    for _ in range(count):
+        names += trainer.iterator.datasets_for_update(trainer.update)
+        trainer._train_update()
+        trainer.update += 1
+    return time.perf_counter() - start, names
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="projects/multitask/vlbert_shapes.yaml")
+    parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    base = [f"config={args.config}", *args.overrides, f"training.max_updates={args.updates + WARMUP}"]
+    save_dir = tempfile.mkdtemp(prefix="vlfw-mt-overhead-")
+    ratios, rows = [], []
+    for round_index in range(args.rounds):
+        multi = make_trainer(base, f"{save_dir}/multi")
+        datasets = list(multi.builders)
+        multi_time, names = timed_updates(multi, args.updates)
+        counts = Counter(names[WARMUP:])
+        single_time = 0.0
+        for name in datasets:
+            if counts[name] == 0:
+                continue
+            # the single-task run consumes this dataset's stream exactly as the multi-task run did:
+            # its warm-up updates are the ones the multi-task run spent on this dataset before timing
+            warm = names[:WARMUP].count(name)
+            single = make_trainer([*base, f"datasets=[{name}]"], f"{save_dir}/{name}")
+            for _ in range(warm):
+                single._train_update()
+                single.update += 1
+            start = time.perf_counter()
+            for _ in range(counts[name]):
+                single._train_update()
+                single.update += 1
+            single_time += time.perf_counter() - start
+            del single
+        ratios.append(multi_time / single_time - 1.0)
+        rows.append((round_index, multi_time, single_time, dict(counts)))
+        print(f"round {round_index}: multi-task {multi_time:.2f} s, single-task {single_time:.2f} s, "
+              f"overhead {100 * ratios[-1]:+.2f}%  updates per dataset {dict(counts)}", flush=True)
+        del multi
+    print(f"\n{args.config}, {args.updates} timed updates per round, {args.rounds} rounds, "
+          f"{torch.get_num_threads()} threads\n")
+    print("| round | multi-task (s) | same batches single-task (s) | overhead |\n|---|---|---|---|")
+    for (index, m, s, _), ratio in zip(rows, ratios):
+        print(f"| {index} | {m:.2f} | {s:.2f} | {100 * ratio:+.2f}% |")
+    print(f"\nmedian overhead {100 * statistics.median(ratios):+.2f}% "
+          f"(range {100 * min(ratios):+.2f}% .. {100 * max(ratios):+.2f}%)")
+
+
+if __name__ == "__main__":
+    main()
