@@ -1,11 +1,8 @@
 """The core's baselines: a text-only (blind) model and a small late-fusion model.
 
 They make the runner testable without a paper plugin and give every benchmark its blind and
-simple baselines. Late fusion: a small CNN (images: its output cells) or an MLP (region
-features) and a small text Transformer encode each modality on its own; the visual elements are
-pooled with attention guided by the pooled text (`visual_pooling: attention`, the top-down
-attention of simple VQA models; `mean` for a plain average) and an MLP over [t, v, t*v] fuses
-the two vectors. Retrieval, a dual-encoder task, always pools by the mean.
+simple baselines. Late fusion: a small CNN (images) or an MLP (region features) and a small
+text Transformer encode each modality on its own; an MLP over [t, v, t*v] fuses them.
 """
 
 from __future__ import annotations
@@ -18,11 +15,10 @@ from torch import nn
 from vlfw.data.batch import Batch
 from vlfw.errors import ConfigError
 from vlfw.models.base import BaseModel
-from vlfw.modules.encoders import QueryAttentionPool, RegionEncoder, SmallCNN, TextEncoder, masked_mean
+from vlfw.modules.encoders import RegionEncoder, SmallCNN, TextEncoder
 from vlfw.modules.heads import TaskHeads
 from vlfw.registry import MODELS
 
-POOLING = ("attention", "mean")
 SUPPORTED_TASKS = {"vqa", "classification", "nlvr2", "rec", "grounding", "vcr", "retrieval"}
 
 _DEFAULTS = {
@@ -32,8 +28,7 @@ _DEFAULTS = {
     "text_heads": 4,
     "max_text_length": 64,
     "cnn_channels": [32, 64, 96, 128],
-    "visual_pooling": "attention",  # attention (guided by the text) | mean
-    "attention_glimpses": 2,
+    "cnn_grid": 4,  # pooled image vector = the feature map pooled to 4 x 4 (0: global mean)
     "region_feature_size": 256,  # overridden by the dataset's task_info when it says
     "dropout": 0.1,
     "heads": {},
@@ -71,18 +66,12 @@ class LateFusionModel(BaseModel):
             feature_size = feature_sizes.pop() if feature_sizes else int(c.region_feature_size)
             # only the encoders the datasets need: DDP requires every parameter to get a gradient
             visuals = {info.get("visual", "images") for info in task_infos.values()}
-            tasks = {info.get("task") for info in task_infos.values()}
+            region_tasks = {info.get("task") for info in task_infos.values()} & {"rec", "grounding"}
             if "images" in visuals:
                 self.image_encoder = SmallCNN(hidden, tuple(int(x) for x in c.cnn_channels),
-                                              with_regions=bool(tasks & {"rec", "grounding"}))
+                                              with_regions=bool(region_tasks), grid=int(c.cnn_grid))
             if "regions" in visuals:
                 self.region_encoder = RegionEncoder(feature_size, hidden, float(c.dropout))
-            if c.visual_pooling not in POOLING:
-                raise ConfigError(f"model_config.late_fusion.visual_pooling={c.visual_pooling!r}: "
-                                  f"expected one of {', '.join(POOLING)}")
-            self.pool = None
-            if c.visual_pooling == "attention" and tasks & {"vqa", "classification", "nlvr2", "vcr"}:
-                self.pool = QueryAttentionPool(hidden, int(c.attention_glimpses), float(c.dropout))
             self.fusion = _Fusion(hidden, float(c.dropout))
         self.heads = TaskHeads(hidden, task_infos, c.heads, self.supported_tasks, type(self).__name__,
                                head_defaults={"dropout": float(c.dropout)})
@@ -91,48 +80,26 @@ class LateFusionModel(BaseModel):
     def encode_text(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.text_encoder(input_ids, mask)[1]
 
-    def visual_states(self, batch: Batch, boxes: torch.Tensor | None = None):
-        """(element states (B, [P,] N, H), their mask or None, box states (B, [P,] M, H) or None).
-
-        P = images per sample. Elements: the CNN's cells (images) or the regions (features). With
-        `boxes` (image input) the third value holds one RoIAligned state per box; with region
-        features it is the regions' states.
-        """
+    def encode_visual(self, batch: Batch, boxes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(pooled (B, [P,] H), region states (B, [P,] N, H) or None); P = images per sample."""
         if "image" in batch:
             images = batch.image
             lead = images.shape[:-3]
-            fmap, states = self.image_encoder(images.reshape(-1, *images.shape[-3:]))
+            fmap, pooled = self.image_encoder(images.reshape(-1, *images.shape[-3:]))
             regions = None
             if boxes is not None:
                 regions = self.image_encoder.regions(fmap, boxes.reshape(-1, *boxes.shape[-2:]))
                 regions = regions.view(*lead, *regions.shape[-2:])
-            return states.view(*lead, *states.shape[-2:]), None, regions
+            return pooled.view(*lead, -1), regions
         if "region_features" in batch:
             feats = batch.region_features
             lead = feats.shape[:-2]
             flat = lambda t, keep: t.reshape(-1, *t.shape[len(lead):]) if t is not None else None  # noqa: E731
             sizes = batch.image_size.reshape(-1, 2)
-            mask = batch.get("region_mask")
-            states, _ = self.region_encoder(flat(feats, 2), flat(batch.region_boxes, 2), sizes, flat(mask, 1))
-            states = states.view(*lead, *states.shape[-2:])
-            return states, mask, states
+            states, pooled = self.region_encoder(flat(feats, 2), flat(batch.region_boxes, 2), sizes,
+                                                 flat(batch.get("region_mask"), 1))
+            return pooled.view(*lead, -1), states.view(*lead, *states.shape[-2:])
         raise ConfigError("late_fusion needs `image` or `region_features` in the batch")
-
-    def pool_visual(self, states: torch.Tensor, mask: torch.Tensor | None,
-                    query: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled visual vector(s): states (L..., N, H) -> (L..., H), or with a query (L..., Q..., H)
-        one vector per query, by the text-guided attention (or the mean when pooling is `mean`)."""
-        if query is None or self.pool is None:
-            pooled = masked_mean(states, mask)
-            if query is None:
-                return pooled
-            return pooled.view(*pooled.shape[:-1], *(1,) * (query.dim() - pooled.dim()), -1).expand_as(query)
-        extra = query.dim() - states.dim() + 1  # query dims beyond the visual input's (VCR's choices)
-        lead = states.shape[:-2]
-        states = states.view(*lead, *(1,) * extra, *states.shape[-2:]).expand(*query.shape[:-1], *states.shape[-2:])
-        if mask is not None:
-            mask = mask.view(*lead, *(1,) * extra, mask.shape[-1]).expand(*query.shape[:-1], mask.shape[-1])
-        return self.pool(states, query, mask)
 
     def encode_choices(self, batch: Batch) -> dict[str, torch.Tensor]:
         """VCR: pooled text of each answer choice and, when present, each rationale (B, 4, H)."""
@@ -142,22 +109,23 @@ class LateFusionModel(BaseModel):
     # -- per task ----------------------------------------------------------------------------
     def features(self, batch: Batch) -> dict[str, torch.Tensor]:
         task = self.heads.task(batch)
-        if task in ("rec", "grounding"):
-            t = self.encode_text(batch.input_ids, batch.attention_mask)
-            _, _, regions = self.visual_states(batch, boxes=batch.region_boxes if "image" in batch else None)
-            return {"region_states": self.fusion(t[:, None].expand_as(regions), regions)}
-        states, mask, _ = self.visual_states(batch)
+        text = self.encode_text
         if task == "retrieval":
-            return {"image_pooled": self.pool_visual(states, mask),
-                    "text_pooled": self.encode_text(batch.input_ids, batch.attention_mask)}
+            visual, _ = self.encode_visual(batch)
+            return {"image_pooled": visual, "text_pooled": text(batch.input_ids, batch.attention_mask)}
         if task == "vcr":
-            return {f"{kind}_pooled": self.fusion(choices, self.pool_visual(states, mask, choices))
+            visual, _ = self.encode_visual(batch)
+            return {f"{kind}_pooled": self.fusion(choices, visual[:, None].expand_as(choices))
                     for kind, choices in self.encode_choices(batch).items()}
-        t = self.encode_text(batch.input_ids, batch.attention_mask)
-        if task == "nlvr2":  # the sentence guides the pooling of each of the two images
-            query = t[:, None].expand(*states.shape[:2], -1)
-            return {"pooled_pair": self.fusion(query, self.pool_visual(states, mask, query)).flatten(1)}
-        return {"pooled": self.fusion(t, self.pool_visual(states, mask, t))}
+        t = text(batch.input_ids, batch.attention_mask)
+        if task in ("rec", "grounding"):
+            _, regions = self.encode_visual(batch, batch.region_boxes if "image" in batch else None)
+            return {"region_states": self.fusion(t[:, None].expand_as(regions), regions)}
+        visual, _ = self.encode_visual(batch)
+        if task == "nlvr2":
+            fused = self.fusion(t[:, None].expand_as(visual), visual)
+            return {"pooled_pair": fused.flatten(1)}
+        return {"pooled": self.fusion(t, visual)}
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.heads(self.features(batch), batch)

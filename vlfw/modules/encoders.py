@@ -20,15 +20,15 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 
 @ENCODERS.register("small_cnn")
 class SmallCNN(nn.Module):
-    """A few stride-2 conv blocks (GroupNorm, GELU) whose output cells become visual elements.
+    """A few stride-2 conv blocks (GroupNorm, GELU); returns the feature map and a pooled vector.
 
-    `forward` returns the feature map and one hidden-size state per cell of it (its features
-    plus its centre's coordinates, so a later attention knows what is where). `stride` is the
-    total downsampling factor, used to RoIAlign boxes onto the map (`regions`).
+    `stride` is the total downsampling factor, used to RoIAlign boxes onto the map. With
+    `grid` > 0 the pooled vector keeps a coarse layout (the map average-pooled to grid x grid and
+    flattened: what is where); with 0 it is the global mean.
     """
 
     def __init__(self, hidden_size: int, channels: tuple[int, ...] = (32, 64, 96, 128),
-                 with_regions: bool = True) -> None:
+                 with_regions: bool = True, grid: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = 3
@@ -41,20 +41,18 @@ class SmallCNN(nn.Module):
             in_channels = out_channels
         self.body = nn.Sequential(*layers)
         self.stride = 2 ** len(channels)
-        self.project = nn.Linear(in_channels, hidden_size)
-        self.position = nn.Linear(2, hidden_size)
-        self.norm = nn.LayerNorm(hidden_size)
+        self.grid = grid
+        self.project = nn.Linear(in_channels * max(grid, 1) ** 2, hidden_size)
         self.region_project = nn.Linear(in_channels * 4, hidden_size) if with_regions else None
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (B, 3, H, W) -> (feature map (B, C, h, w), cell states (B, h*w, hidden))."""
+        """images (B, 3, H, W) -> (feature map (B, C, h, w), pooled (B, hidden))."""
         fmap = self.body(images)
-        h, w = fmap.shape[-2:]
-        ys = (torch.arange(h, device=fmap.device, dtype=fmap.dtype) + 0.5) / h
-        xs = (torch.arange(w, device=fmap.device, dtype=fmap.dtype) + 0.5) / w
-        centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(h * w, 2)
-        cells = self.project(fmap.flatten(2).transpose(1, 2)) + self.position(centres)
-        return fmap, self.norm(cells)
+        if self.grid:
+            pooled = F.adaptive_avg_pool2d(fmap, self.grid).flatten(1)
+        else:
+            pooled = fmap.mean(dim=(2, 3))
+        return fmap, self.project(pooled)
 
     def regions(self, fmap: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """RoIAlign 2x2 per box: fmap (B, C, h, w), boxes (B, N, 4) in image pixels -> (B, N, hidden)."""
@@ -64,32 +62,6 @@ class SmallCNN(nn.Module):
         pooled = roi_align(fmap, rois.to(fmap.dtype), output_size=2, spatial_scale=1.0 / self.stride,
                            sampling_ratio=2, aligned=True)
         return self.region_project(pooled.flatten(1)).view(batch, num, -1)
-
-
-@ENCODERS.register("query_attention_pool")
-class QueryAttentionPool(nn.Module):
-    """Pools visual elements with attention guided by a query vector (the question).
-
-    The "top-down" attention of simple VQA models: each of `glimpses` attention maps scores
-    every element from the product of its projection and the query's, the softmax runs over the
-    real elements only, and the glimpses' weighted sums are projected back to hidden size.
-    """
-
-    def __init__(self, hidden_size: int, glimpses: int = 2, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.element = nn.Linear(hidden_size, hidden_size)
-        self.query = nn.Linear(hidden_size, hidden_size)
-        self.score = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_size, glimpses))
-        self.out = nn.Linear(glimpses * hidden_size, hidden_size)
-
-    def forward(self, states: torch.Tensor, query: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """states (..., N, H), query (..., H), mask (..., N) -> pooled (..., H)."""
-        logits = self.score(self.element(states) * self.query(query).unsqueeze(-2))  # (..., N, G)
-        if mask is not None:
-            logits = logits.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(logits.dtype).min)
-        weights = logits.softmax(dim=-2)
-        pooled = torch.einsum("...ng,...nh->...gh", weights, states)
-        return self.out(pooled.flatten(-2))
 
 
 @ENCODERS.register("region_mlp")
