@@ -1,24 +1,35 @@
 """Training speed of vlfw's VL-BERT against Hugging Face `transformers.VisualBertModel`.
 
-Both models get the same sizes (hidden, layers, heads, intermediate), the same inputs
-(`--text` tokens, `--regions` precomputed 2048-d region features with boxes) and the same
-training step (forward, a loss on the [CLS]/pooled output, backward, AdamW). Printed: steps/s
-side by side, CPU fp32 always and CUDA bf16 autocast when a GPU is present.
+Both models get the same sizes (hidden, layers, heads, intermediate = 4 x hidden), the same
+inputs (`--text` tokens, `--regions` precomputed 2048-d region features; VL-BERT also reads
+their boxes), the same classification head on the pooled output (vlfw's MLP classifier), the
+same loss and the same optimizer (torch AdamW, default settings). Dropout is on in both (0.1,
+BERT's). Each model is built once and warmed up; then `--rounds` rounds alternate the two
+(A B, then B A, ...) with `--steps` training steps each, so slow drifts of the machine hit both
+alike. Printed: steps/s per round, the median and best of each, and the ratio of the medians,
+of the bests and the median of the per-round ratios (vlfw / HF, > 1 = vlfw faster).
+CPU fp32 always; CUDA bf16 autocast as well when a GPU is present.
 
-    python tools/bench/vlbert_speed.py --hidden 256 --layers 4 --heads 4 --batch 8 --steps 5
+    python tools/bench/vlbert_speed.py --hidden 256 --layers 4 --heads 4 --batch 8 --steps 10 --rounds 7
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from vlfw.data.batch import Batch
+from vlfw.modules.heads import mlp_classifier
 from vlfw.registry import MODELS
+
+NUM_CLASSES = 3
 
 
 def make_inputs(batch: int, text: int, regions: int, feature: int, vocab: int, device: str):
@@ -29,7 +40,7 @@ def make_inputs(batch: int, text: int, regions: int, feature: int, vocab: int, d
     wh = torch.rand(batch, regions, 2, generator=generator) * 200 + 10
     boxes = torch.cat([xy, xy + wh], dim=-1)
     features = torch.randn(batch, regions, feature, generator=generator).relu()
-    labels = torch.randint(0, 3, (batch,), generator=generator)
+    labels = torch.randint(0, NUM_CLASSES, (batch,), generator=generator)
     to = lambda t: t.to(device)  # noqa: E731
     return to(ids), to(boxes), to(features), to(labels)
 
@@ -40,7 +51,7 @@ def vlbert(args, device: str):
         "size": "base", "hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
         "intermediate_size": 4 * args.hidden, "bert_init": "none", "region_feature_size": args.feature,
         "end_to_end": False})
-    model = cls(config, {"snli_ve": {"task": "classification", "num_labels": 3, "visual": "regions"}}).to(device)
+    model = cls(config, {"snli_ve": {"task": "classification", "num_labels": NUM_CLASSES, "visual": "regions"}}).to(device)
     ids, boxes, features, labels = make_inputs(args.batch, args.text, args.regions, args.feature, 30522, device)
     batch = Batch(input_ids=ids, attention_mask=torch.ones_like(ids, dtype=torch.bool), region_features=features,
                   region_boxes=boxes, region_mask=torch.ones(ids.shape[0], args.regions, dtype=torch.bool, device=device),
@@ -55,41 +66,62 @@ def visualbert(args, device: str):
     config = VisualBertConfig(hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads,
                               intermediate_size=4 * args.hidden, visual_embedding_dim=args.feature)
     body = VisualBertModel(config).to(device)
-    head = torch.nn.Linear(args.hidden, 3).to(device)
+    head = mlp_classifier(args.hidden, 2 * args.hidden, NUM_CLASSES).to(device)  # the head vlfw gives vlbert
     model = torch.nn.ModuleDict({"body": body, "head": head})
     ids, _, features, labels = make_inputs(args.batch, args.text, args.regions, args.feature, 30522, device)
+    text_mask = torch.ones_like(ids)
+    visual_mask = torch.ones(features.shape[:2], dtype=torch.long, device=device)
 
     def step():
-        out = body(input_ids=ids, attention_mask=torch.ones_like(ids), visual_embeds=features,
-                   visual_attention_mask=torch.ones(features.shape[:2], dtype=torch.long, device=device))
+        out = body(input_ids=ids, attention_mask=text_mask, visual_embeds=features, visual_attention_mask=visual_mask)
         return F.cross_entropy(head(out.pooler_output).float(), labels)
 
     return model, step
 
 
-def measure(build, args, device: str, dtype: torch.dtype | None) -> float:
+def trainer(build, args, device: str, dtype: torch.dtype | None) -> Callable[[int], tuple[float, float]]:
+    """A model with its optimizer, warmed up; returns run(steps) -> (steps/s, ms per optimizer step)."""
     torch.manual_seed(0)
     model, loss_fn = build(args, device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
-    def one():
+    def one() -> float:
         with torch.autocast(device_type="cuda", dtype=dtype, enabled=dtype is not None):
             loss = loss_fn()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        sync()
+        start = time.perf_counter()
         optimizer.step()
+        sync()
+        return time.perf_counter() - start
 
-    for _ in range(args.warmup):
-        one()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        one()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return args.steps / (time.perf_counter() - start)
+    def run(steps: int) -> tuple[float, float]:
+        sync()
+        start = time.perf_counter()
+        in_optimizer = sum(one() for _ in range(steps))
+        sync()
+        return steps / (time.perf_counter() - start), 1000 * in_optimizer / max(steps, 1)
+
+    run(args.warmup)
+    return run
+
+
+def compare(args, device: str, dtype: torch.dtype | None) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    runs = {"vlbert": trainer(vlbert, args, device, dtype), "visualbert": trainer(visualbert, args, device, dtype)}
+    rates: dict[str, list[float]] = {"vlbert": [], "visualbert": []}
+    optimizer_ms: dict[str, list[float]] = {"vlbert": [], "visualbert": []}
+    for round_index in range(args.rounds):
+        order = ["vlbert", "visualbert"] if round_index % 2 == 0 else ["visualbert", "vlbert"]
+        for name in order:
+            rate, ms = runs[name](args.steps)
+            rates[name].append(rate)
+            optimizer_ms[name].append(ms)
+        print(f"  round {round_index + 1}: vlbert {rates['vlbert'][-1]:.3f}  visualbert {rates['visualbert'][-1]:.3f}  "
+              f"ratio {rates['vlbert'][-1] / rates['visualbert'][-1]:.3f}", flush=True)
+    return rates, optimizer_ms
 
 
 def main() -> None:
@@ -101,22 +133,36 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=36)
     parser.add_argument("--feature", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5, help="training steps per model and round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--cpu-only", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = [("cpu", "fp32", None)]
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not args.cpu_only:
         settings.append(("cuda", "bf16", torch.bfloat16))
     print(f"hidden={args.hidden} layers={args.layers} heads={args.heads} text={args.text} regions={args.regions} "
-          f"feature={args.feature} batch={args.batch} steps={args.steps} torch={torch.__version__}")
-    print(f"{'device':8} {'precision':9} {'vlfw vlbert steps/s':>20} {'HF VisualBert steps/s':>22} {'ratio':>7}")
+          f"feature={args.feature} batch={args.batch} steps={args.steps} rounds={args.rounds} warmup={args.warmup} "
+          f"threads={torch.get_num_threads()} torch={torch.__version__} load average before={os.getloadavg()}")
     for device, name, dtype in settings:
-        ours = measure(vlbert, args, device, dtype)
-        theirs = measure(visualbert, args, device, dtype)
-        print(f"{device:8} {name:9} {ours:20.3f} {theirs:22.3f} {ours / theirs:7.2f}")
+        print(f"{device} {name}:")
+        rates, optimizer_ms = compare(args, device, dtype)
+        ours, theirs = rates["vlbert"], rates["visualbert"]
+        paired = statistics.median(a / b for a, b in zip(ours, theirs))
+        print(f"{device:5} {name:5} vlfw vlbert steps/s median {statistics.median(ours):.3f} best {max(ours):.3f} | "
+              f"HF VisualBert median {statistics.median(theirs):.3f} best {max(theirs):.3f} | ratio of medians "
+              f"{statistics.median(ours) / statistics.median(theirs):.3f}, of bests {max(ours) / max(theirs):.3f}, "
+              f"median per-round {paired:.3f}")
+        # forward + backward alone: the step time less the optimizer's
+        rest = {n: [1000 / r - o for r, o in zip(rates[n], optimizer_ms[n])] for n in rates}
+        print(f"      ms per step in AdamW.step (median): vlbert {statistics.median(optimizer_ms['vlbert']):.1f}, "
+              f"visualbert {statistics.median(optimizer_ms['visualbert']):.1f}; forward+backward ms (median): "
+              f"vlbert {statistics.median(rest['vlbert']):.1f}, visualbert {statistics.median(rest['visualbert']):.1f}, "
+              f"ratio {statistics.median(rest['visualbert']) / statistics.median(rest['vlbert']):.3f}")
+    print(f"load average after={os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -110,3 +110,54 @@ def test_model_masks_regions_itself_when_the_builder_does_not():
     assert torch.equal(first, model._region_mask(batch, torch.ones(2, 3, dtype=torch.bool)))  # seeded by the batch
     visual = model.visual_from_batch(batch, masked=first)
     assert torch.equal(visual.masked[:, 1:], first) and not visual.masked[:, 0].any()
+
+
+def test_a_sample_encodes_the_same_alone_and_in_a_padded_batch():
+    """Alone, nothing is padding (no packing, attention unmasked); in a batch with a longer
+    sample its padding is packed out and masked. The real elements' states must agree."""
+    model = build_model({"snli_ve": {"task": "classification", "num_labels": 3, "visual": "regions"}},
+                        dropout=0.0, attention_dropout=0.0).eval()
+    with torch.no_grad():
+        for norm in (model.embeddings.visual_ln_text, model.embeddings.visual_ln_object):
+            norm.weight.fill_(1.0)  # let the visual input matter
+    batch = regions_batch()  # sample 0: 4 tokens, sample 1: 5 tokens
+    batch["region_mask"] = torch.tensor([[True, True, False], [True, True, True]])  # sample 0: one padded region
+    alone = collate([Sample(index=0, input_ids=batch.input_ids[0, :4], region_features=batch.region_features[0, :2],
+                            region_boxes=batch.region_boxes[0, :2], image_size=batch.image_size[0])], "snli_ve")
+    with torch.no_grad():
+        states, mask, positions = model.encode(batch.input_ids, None, batch.attention_mask, model.visual_from_batch(batch))
+        single, single_mask, single_positions = model.encode(alone.input_ids, None, alone.attention_mask,
+                                                             model.visual_from_batch(alone))
+    assert single_mask.all() and single.shape[1] == 4 + 3 + 1  # text, whole image + 2 regions, [END]
+    assert not mask[0].all()  # padding in the batch
+    real = int(mask[0].sum())
+    assert real == single.shape[1]
+    assert torch.allclose(states[0, :real], single[0], atol=1e-5)
+    assert torch.equal(positions[0, :3], single_positions[0])
+
+
+def test_split_projection_is_the_linear_on_the_concatenation_and_loads_old_checkpoints():
+    from vlfw_vlbert.visual import VisualFeatures
+
+    torch.manual_seed(0)
+    features = VisualFeatures(12, 16, geometry_size=64)
+    concat = torch.nn.Linear(12 + 64, 16)  # the layout of checkpoints with one `projection` Linear
+    mask_vector = torch.randn(12)
+    report = features.load_state_dict({"projection.weight": concat.weight, "projection.bias": concat.bias,
+                                       "mask_appearance": mask_vector})
+    assert not report.missing_keys and not report.unexpected_keys
+    appearance = torch.randn(2, 3, 12)
+    boxes = torch.tensor([[[0.0, 0.0, 32.0, 32.0], [1.0, 2.0, 9.0, 12.0], [4.0, 4.0, 20.0, 30.0], [0.0, 5.0, 7.0, 9.0]]] * 2)
+    size = torch.tensor([32.0, 32.0])
+    masked = torch.tensor([[False, True, False], [False, False, False]])
+    visible = torch.tensor([[True, False, True], [True, True, False]])  # sample 1: region 2 is padding
+
+    def reference(app, box):
+        return torch.relu(concat(torch.cat([app, geometry_embedding(box, size[:1, None], size[:1, None], 64)], -1)))
+
+    with torch.no_grad():
+        out = features(appearance, boxes, size, size, masked, mean_weights=visible)
+        hidden = torch.where(masked[..., None], mask_vector, appearance)
+        mean = (appearance * visible[..., None]).sum(1) / visible.sum(1, keepdim=True)  # masked / padded excluded
+        expected = reference(torch.cat([mean[:, None], hidden], 1), boxes)
+    assert torch.allclose(out, expected, atol=1e-5)

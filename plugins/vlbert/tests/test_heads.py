@@ -69,3 +69,26 @@ def test_pretraining_losses():
     assert all(v.dim() == 0 and torch.isfinite(v) for v in out.values())
     text_only = collate([Sample(index=i, input_ids=ids(5), mlm_labels=labels[:5]) for i in range(2)], "cc3m")
     assert set(model(text_only)) == {"loss/mlm_text"}
+
+
+def test_last_layer_at_read_positions_only_changes_nothing_but_the_work():
+    """The heads read [CLS] (and VQA's [MASK]); computing the last layer only there gives the
+    same logits and the same gradients as computing it everywhere."""
+    infos = {"vqa2": {"task": "vqa", "num_answers": 7}, "snli_ve": {"task": "classification", "num_labels": 3}}
+    grads = []
+    for read_only in (True, False):
+        torch.manual_seed(0)
+        model = build_model(infos, num_layers=2, dropout=0.0, attention_dropout=0.0,
+                            last_layer_read_positions_only=read_only).train()
+        torch.manual_seed(1)
+        vqa = collate([region_sample(i) for i in range(3)], "vqa2")
+        snli = collate([region_sample(i) for i in range(2)], "snli_ve")
+        vqa_logits, snli_logits = model(vqa)["logits"], model(snli)["logits"]
+        (vqa_logits.square().sum() + snli_logits.square().sum()).backward()
+        grads.append((vqa_logits, snli_logits, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (vqa_a, snli_a, grad_a), (vqa_b, snli_b, grad_b) = grads
+    assert torch.allclose(vqa_a, vqa_b, atol=1e-5) and torch.allclose(snli_a, snli_b, atol=1e-5)
+    assert grad_a.keys() == grad_b.keys()
+    assert grad_a["encoder.layer.1.intermediate.dense.weight"].abs().sum() > 0
+    for name in grad_a:
+        assert torch.allclose(grad_a[name], grad_b[name], atol=1e-5), name

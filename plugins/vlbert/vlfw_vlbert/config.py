@@ -26,6 +26,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "max_position_embeddings": 512,
     "dropout": 0.1,
     "attention_dropout": 0.1,
+    # the last layer computes only the outputs a fine-tuning head reads ([CLS], VQA's [MASK]):
+    # the same results with less work (its other positions still serve as keys and values)
+    "last_layer_read_positions_only": True,
     # BERT initialisation: auto = the bundled MiniLM BERT for `small`, `bert_path` when set,
     # otherwise random; bundled | path | none force one
     "bert_init": "auto",
@@ -49,6 +52,16 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "text_only_mlm": True,  # batches without any visual input train plain MLM ("loss/mlm_text")
     },
     "detector_classes": None,  # number of detector classes for MRC (null: the datasets' task_info)
+    # VCR fine-tuning: auxiliary RoI classification (the paper fine-tunes VCR with the answer loss
+    # plus masked RoI classification with linguistic clues), through the `mrc` head -> "loss/roi_classification"
+    "vcr": {
+        "roi_classification": True,  # on when the batch has class targets (see the README)
+        "roi_classification_weight": 1.0,
+        "roi_mask_probability": 0.15,  # RoIs masked as in pre-training; 0: classify every (unmasked) RoI
+        # end to end (visual=images) the RoIs are VCR's objects: their labels -> class index by this
+        # list of names (e.g. the detector's classes); null: no targets on that path
+        "object_classes": None,
+    },
     "special_tokens": {"cls": 101, "sep": 102, "mask": 103},
     # per-dataset head overrides: {dataset: {type: <HEADS name>, params: {...}}}
     "heads": {},

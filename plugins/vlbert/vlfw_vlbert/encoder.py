@@ -13,6 +13,11 @@ from torch import nn
 LN_EPS = 1e-12
 
 
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (B, T, H), index (B, K) -> (B, K, H)."""
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
 class _SelfAttention(nn.Module):
     def __init__(self, hidden: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -22,13 +27,15 @@ class _SelfAttention(nn.Module):
         self.key = nn.Linear(hidden, hidden)
         self.value = nn.Linear(hidden, hidden)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        b, t, h = x.shape
-        split = lambda y: y.view(b, t, self.heads, h // self.heads).transpose(1, 2)  # noqa: E731
-        out = F.scaled_dot_product_attention(split(self.query(x)), split(self.key(x)), split(self.value(x)),
-                                             attn_mask=attn_mask,
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, H) -> (B, T, H); with `queries` (B, K, H) (rows of x) only those attend -> (B, K, H)."""
+        b, h = x.shape[0], x.shape[2]
+        split = lambda y: y.view(b, -1, self.heads, h // self.heads).transpose(1, 2)  # noqa: E731
+        query = split(self.query(x if queries is None else queries))
+        key, value = split(self.key(x)), split(self.value(x))
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask,
                                              dropout_p=self.dropout if self.training else 0.0)
-        return out.transpose(1, 2).reshape(b, t, h)
+        return out.transpose(1, 2).reshape(b, -1, h)
 
 
 class _DenseNorm(nn.Module):
@@ -50,8 +57,11 @@ class _Attention(nn.Module):
         self.self = _SelfAttention(hidden, heads, attention_dropout)
         self.output = _DenseNorm(hidden, hidden, dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        return self.output(self.self(x, attn_mask), x)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, read: torch.Tensor | None = None) -> torch.Tensor:
+        if read is None:
+            return self.output(self.self(x, attn_mask), x)
+        queries = gather_rows(x, read)
+        return self.output(self.self(x, attn_mask, queries), queries)
 
 
 class _Intermediate(nn.Module):
@@ -70,8 +80,9 @@ class EncoderLayer(nn.Module):
         self.intermediate = _Intermediate(hidden, intermediate)
         self.output = _DenseNorm(intermediate, hidden, dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        x = self.attention(x, attn_mask)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, read: torch.Tensor | None = None) -> torch.Tensor:
+        """read (B, K): compute only these positions' outputs (every position is still a key)."""
+        x = self.attention(x, attn_mask, read)
         return self.output(self.intermediate(x), x)
 
 
@@ -82,11 +93,16 @@ class Encoder(nn.Module):
         self.layer = nn.ModuleList([EncoderLayer(hidden, heads, intermediate, dropout, attention_dropout)
                                     for _ in range(layers)])
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, T, H); mask (B, T) bool, True = a real element (keys only are masked)."""
-        attn_mask = mask[:, None, None, :]
-        for layer in self.layer:
-            x = layer(x, attn_mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, read: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, H); mask (B, T) bool, True = a real element (keys only are masked); None when
+        every element is real (SDPA then runs without a mask). -> (B, T, H), or with `read`
+        (B, K) only the states at those positions (B, K, H): the last layer computes no other
+        output row (its other positions are keys and values only), which the task would not read."""
+        attn_mask = None if mask is None else mask[:, None, None, :]
+        if read is not None and not len(self.layer):
+            return gather_rows(x, read)
+        for index, layer in enumerate(self.layer):
+            x = layer(x, attn_mask, read if index == len(self.layer) - 1 else None)
         return x
 
 

@@ -7,23 +7,23 @@ import logging
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlfw.data.batch import Batch
-from vlfw.datasets.common import stable_seed
 from vlfw.errors import ConfigError
 from vlfw.models.base import BaseModel
 from vlfw.modules.heads import TaskHeads
-from vlfw.processors.boxes import box_iou
 from vlfw.registry import MODELS
 
 from vlfw_vlbert.bert_init import bundled_bert_path, check_sizes, load_bert
 from vlfw_vlbert.config import DEFAULT_CONFIG, VLBERT_HEADS, resolve_size
 from vlfw_vlbert.embeddings import Embeddings
-from vlfw_vlbert.encoder import Encoder, Pooler
-from vlfw_vlbert.heads import MLMHead, MRCHead, soft_cross_entropy
-from vlfw_vlbert.visual import ResNetRoIExtractor, VisualFeatures, whole_image_box, zero_masked_pixels
+from vlfw_vlbert.encoder import Encoder, Pooler, gather_rows
+from vlfw_vlbert.heads import MLMHead, MRCHead
+from vlfw_vlbert.objectives import PretrainingObjectives
+from vlfw_vlbert.vcr import VCRFeatures
+from vlfw_vlbert.visual import (ResNetRoIExtractor, VisualFeatures, box_iou_rows, boxes_valid, whole_image_box,
+                                zero_masked_pixels)
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,8 @@ class Visual:
         return self.select(torch.arange(self.features.shape[0], device=self.features.device).repeat_interleave(k))
 
 
-def _boxes_valid(boxes: torch.Tensor) -> torch.Tensor:
-    """Real boxes among zero-padded ones."""
-    return (boxes[..., 2] > boxes[..., 0]) | (boxes[..., 3] > boxes[..., 1])
-
-
 @MODELS.register("vlbert")
-class VLBert(BaseModel):
+class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
     """VL-BERT. See the plugin README for where it follows the paper and the released code."""
 
     DEFAULT_CONFIG = DEFAULT_CONFIG
@@ -94,10 +89,23 @@ class VLBert(BaseModel):
         if classes is None:
             found = [int(i["detector_classes"]) for i in task_infos.values() if i.get("detector_classes")]
             classes = max(found) if found else None
-        self.mrc = MRCHead(hidden, int(classes)) if pretraining and pre.mrc and classes else None
+        # VCR's auxiliary RoI classification shares the masked-RoI-classification head
+        vcr_config = c.vcr
+        vcr_roi = bool(vcr_config.roi_classification) and any(i.get("task") == "vcr" for i in task_infos.values())
+        names = list(vcr_config.object_classes) if vcr_config.object_classes is not None else None
+        if vcr_roi and names is not None:
+            if classes is not None and int(classes) != len(names):
+                raise ConfigError(f"model_config.vlbert.vcr.object_classes has {len(names)} names but the detector has "
+                                  f"{classes} classes; the RoI classification head is shared: give one name per class")
+            classes = classes or len(names)
+        self.object_class_index = {str(n): i for i, n in enumerate(names)} if names is not None else {}
+        self.mrc = MRCHead(hidden, int(classes)) if classes and ((pretraining and pre.mrc) or vcr_roi) else None
         if pretraining and pre.mrc and not classes:
             log.info("vlbert: no detector class distribution (task_info detector_classes): masked RoI "
                      "classification is off; use region features with class probabilities (features.format=npy)")
+        if vcr_roi and not classes:
+            log.info("vlbert: VCR auxiliary RoI classification is off: no class targets (use region features with "
+                     "class probabilities, features.format=npy, or set model_config.vlbert.vcr.object_classes)")
         self.sir = nn.Linear(hidden, 2) if pretraining and pre.sir else None
         self.register_buffer("mask_step", torch.zeros((), dtype=torch.long))
 
@@ -179,25 +187,28 @@ class VLBert(BaseModel):
             b, n = region_features.shape[:2]
             device = region_features.device
             valid = region_mask.bool() if region_mask is not None else torch.ones(b, n, dtype=torch.bool, device=device)
-            masked = (masked.bool() & valid) if masked is not None else torch.zeros_like(valid)
+            masked = (masked.bool() & valid) if masked is not None else None
             width, height = image_size[:, 0], image_size[:, 1]
             whole = whole_image_box(width, height)
             included = n > 0 and bool((box_iou_rows(region_boxes[:, 0], whole) >= float(self.config.whole_image_iou)).all())
             if included:
-                masked = masked.clone()
-                masked[:, 0] = False
-                features, boxes, offset = region_features, region_boxes, 0
+                if masked is not None:
+                    masked = masked.clone()
+                    masked[:, 0] = False
+                projected = self.region_visual(region_features, region_boxes, width, height, masked)
+                boxes, offset = region_boxes, 0
             else:
                 # the whole-image box is not among the detections: its appearance is the mean of the
                 # visible regions (no information from masked RoIs leaks into it)
-                visible = (valid & ~masked).to(region_features.dtype)[..., None]
-                mean = (region_features * visible).sum(1) / visible.sum(1).clamp(min=1.0)
-                features = torch.cat([mean[:, None], region_features], dim=1)
+                visible = valid if masked is None else valid & ~masked
                 boxes = torch.cat([whole[:, None].to(region_boxes.dtype), region_boxes], dim=1)
+                projected = self.region_visual(region_features, boxes, width, height, masked, mean_weights=visible)
                 valid = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)
-                masked = torch.cat([torch.zeros_like(masked[:, :1]), masked], dim=1)
+                if masked is not None:
+                    masked = torch.cat([torch.zeros_like(masked[:, :1]), masked], dim=1)
                 offset = 1
-            projected = self.region_visual(features, boxes, width, height, masked)
+            if masked is None:
+                masked = torch.zeros_like(valid)
             return Visual(projected, valid, boxes, offset, masked)
         if image is not None:
             if not hasattr(self, "backbone"):
@@ -209,18 +220,20 @@ class VLBert(BaseModel):
             whole = whole_image_box(width_t, height_t)[:, None]
             if region_boxes is None:
                 boxes, valid = whole, torch.ones(b, 1, dtype=torch.bool, device=image.device)
-                masked = torch.zeros_like(valid)
+                masked = None
             else:
-                region_valid = region_mask.bool() if region_mask is not None else _boxes_valid(region_boxes)
-                masked = (masked.bool() & region_valid) if masked is not None else torch.zeros_like(region_valid)
-                if masked.any():
+                region_valid = region_mask.bool() if region_mask is not None else boxes_valid(region_boxes)
+                masked = (masked.bool() & region_valid) if masked is not None else None
+                if masked is not None and masked.any():
                     image = zero_masked_pixels(image, region_boxes, masked)
+                    masked = torch.cat([torch.zeros_like(masked[:, :1]), masked], dim=1)
+                else:
+                    masked = None
                 boxes = torch.cat([whole.to(region_boxes.dtype), region_boxes], dim=1)
                 valid = torch.cat([torch.ones_like(region_valid[:, :1]), region_valid], dim=1)
-                masked = torch.cat([torch.zeros_like(masked[:, :1]), masked], dim=1)
             appearance = self.backbone(image, boxes.float())
             projected = self.image_visual(appearance, boxes, width_t, height_t, masked)
-            return Visual(projected, valid, boxes, 1, masked)
+            return Visual(projected, valid, boxes, 1, masked if masked is not None else torch.zeros_like(valid))
         return None
 
     def visual_from_batch(self, batch: Batch, boxes_key: str = "region_boxes", masked: torch.Tensor | None = None) -> Visual | None:
@@ -234,16 +247,27 @@ class VLBert(BaseModel):
 
     # -- the Transformer ----------------------------------------------------------------------------
     def encode(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
-               visual: Visual | None, text_visual: torch.Tensor | None = None):
+               visual: Visual | None, text_visual_index: torch.Tensor | None = None, read: torch.Tensor | None = None):
         """-> (states (B, T, H): text token j of a sample at position j; packed mask (B, T);
-        positions of the visual elements (B, M))."""
+        positions of the visual elements (B, M)). text_visual_index (B, L): the visual element
+        each text token carries (default: the whole image). read (B, K): return only the states
+        at these positions (B, K, H) (text positions are packed positions: token j at j)."""
         if attention_mask is None:
             attention_mask = input_ids != 0
         packed = self.embeddings(input_ids, token_type_ids, attention_mask,
                                  visual.features if visual is not None else None,
-                                 visual.valid if visual is not None else None, text_visual)
-        states = self.encoder(packed.embeddings, packed.mask)
+                                 visual.valid if visual is not None else None, text_visual_index)
+        mask = packed.mask if packed.padded else None
+        if read is not None and not self.config.last_layer_read_positions_only:
+            states = gather_rows(self.encoder(packed.embeddings, mask), read)
+        else:
+            states = self.encoder(packed.embeddings, mask, read)
         return states, packed.mask, packed.visual_positions
+
+    @staticmethod
+    def first_position(input_ids: torch.Tensor) -> torch.Tensor:
+        """read= for heads that use only the pooled [CLS] output."""
+        return torch.zeros(input_ids.shape[0], 1, dtype=torch.long, device=input_ids.device)
 
     @staticmethod
     def gather_states(states: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -274,7 +298,11 @@ class VLBert(BaseModel):
         task = self.heads.task(batch)
         if task == "pretraining":
             return self.pretrain(batch)
-        return self.heads(self.features(batch, task), batch)
+        features = self.features(batch, task)
+        outputs = self.heads(features, batch)
+        if "loss/roi_classification" in features:
+            outputs["loss/roi_classification"] = features["loss/roi_classification"]
+        return outputs
 
     def features(self, batch: Batch, task: str) -> dict[str, torch.Tensor]:
         if task == "vcr":
@@ -283,15 +311,17 @@ class VLBert(BaseModel):
             return self.nlvr2_features(batch)
         if task == "vqa":
             ids, types, mask, where = self._append_mask_sep(batch)
-            states, _, _ = self.encode(ids, types, mask, self.visual_from_batch(batch))
-            rows = torch.arange(ids.shape[0], device=ids.device)
-            return {"answer_state": states[rows, where], "pooled": self.pooler(states)}
+            read = torch.stack([torch.zeros_like(where), where], dim=1)  # [CLS], [MASK]
+            states, _, _ = self.encode(ids, types, mask, self.visual_from_batch(batch), read=read)
+            return {"answer_state": states[:, 1], "pooled": self.pooler(states)}
         visual = self.visual_from_batch(batch)
-        states, _, positions = self.encode(batch.input_ids, batch.get("token_type_ids"), batch.get("attention_mask"), visual)
+        regions = task in ("rec", "grounding")
+        if regions and visual is None:
+            raise ConfigError("vlbert: rec/grounding batches need region_features or image + region_boxes")
+        states, _, positions = self.encode(batch.input_ids, batch.get("token_type_ids"), batch.get("attention_mask"),
+                                           visual, read=None if regions else self.first_position(batch.input_ids))
         features = {"pooled": self.pooler(states)}
-        if task in ("rec", "grounding"):
-            if visual is None:
-                raise ConfigError("vlbert: rec/grounding batches need region_features or image + region_boxes")
+        if regions:
             features["region_states"] = self.gather_states(states, positions[:, visual.offset:])
         return features
 
@@ -304,134 +334,7 @@ class VLBert(BaseModel):
                                   region_mask=flat(batch.get("region_mask")), image_size=flat(batch.image_size))
         else:
             visual = self._visual(image=flat(batch.image))
-        states, _, _ = self.encode(twice(batch.input_ids), twice(batch.get("token_type_ids")),
-                                   twice(batch.get("attention_mask")), visual)
+        ids = twice(batch.input_ids)
+        states, _, _ = self.encode(ids, twice(batch.get("token_type_ids")), twice(batch.get("attention_mask")), visual,
+                                   read=self.first_position(ids))
         return {"pooled_pair": self.pooler(states).view(batch.input_ids.shape[0], -1)}
-
-    def vcr_features(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Each choice as `[CLS] A [SEP] B [SEP] RoIs [END]`; tokens naming an object carry that
-        object's visual feature. Images: the elements are the whole image and the VCR object
-        boxes; region features: the whole image and the detections, an object's feature being
-        that of the detection that overlaps its box most."""
-        visual = self.visual_from_batch(batch, boxes_key="object_boxes")
-        if visual is None:
-            raise ConfigError("vlbert: vcr batches need image or region_features")
-        boxes = batch.get("object_boxes")
-        if "region_features" in batch and boxes is not None:
-            iou = box_iou_batched(boxes, visual.boxes)  # (B, O, M)
-            iou = iou.masked_fill(~visual.valid[:, None], -1.0)
-            iou[..., 0] = -0.5  # the whole image only when no detection overlaps
-            object_element = iou.argmax(-1)
-        else:
-            count = boxes.shape[1] if boxes is not None else 0
-            object_element = torch.arange(count, device=visual.features.device)[None].expand(visual.features.shape[0], -1) + visual.offset
-        features = {}
-        for kind in ("answer", "rationale"):
-            if f"{kind}_input_ids" not in batch:
-                continue
-            ids = batch[f"{kind}_input_ids"]
-            b, k, length = ids.shape
-            flat = lambda t: None if t is None else t.reshape(b * k, length)  # noqa: E731
-            repeated = visual.repeat(k)
-            object_ids = batch.get(f"{kind}_object_ids")
-            element = torch.zeros(b, k, length, dtype=torch.long, device=ids.device)
-            if object_ids is not None and object_element.shape[1] > 0:
-                known = (object_ids >= 0) & (object_ids < object_element.shape[1])
-                lookup = object_element[:, None].expand(-1, k, -1).gather(2, object_ids.clamp(min=0, max=object_element.shape[1] - 1))
-                element = torch.where(known, lookup, element)
-            text_visual = self.gather_states(repeated.features, element.reshape(b * k, length))
-            states, _, _ = self.encode(flat(ids), flat(batch.get(f"{kind}_token_type_ids")),
-                                       flat(batch.get(f"{kind}_attention_mask")), repeated, text_visual)
-            features[f"{kind}_pooled"] = self.pooler(states).view(b, k, -1)
-        return features
-
-    # -- pre-training ------------------------------------------------------------------------------
-    def _generator(self, batch: Batch, salt: int) -> torch.Generator:
-        indices = batch.get("index")
-        if isinstance(indices, torch.Tensor):
-            indices = indices.tolist()
-        indices = [int(i) for i in indices] if indices is not None else list(range(batch.batch_size))
-        return torch.Generator().manual_seed(stable_seed(salt, int(self.mask_step), *indices[:256]))
-
-    def _region_mask(self, batch: Batch, valid: torch.Tensor) -> torch.Tensor:
-        if "masked_regions" in batch:
-            return batch.masked_regions.bool() & valid
-        probability = float(self.config.pretraining.region_mask_probability)
-        draw = torch.rand(valid.shape, generator=self._generator(batch, 1))
-        return (draw.to(valid.device) < probability) & valid
-
-    def pretrain(self, batch: Batch) -> dict[str, torch.Tensor]:
-        pre = self.config.pretraining
-        ids, labels = batch.input_ids, batch.get("mlm_labels")
-        if self.training:
-            self.mask_step += 1
-        outputs: dict[str, torch.Tensor] = {}
-        has_visual = "region_features" in batch or "image" in batch
-        if not has_visual:
-            if not pre.text_only_mlm:
-                raise ConfigError("vlbert: a pre-training batch without visual input and pretraining.text_only_mlm=false")
-            states, _, _ = self.encode(ids, batch.get("token_type_ids"), batch.get("attention_mask"), None)
-            outputs["loss/mlm_text"] = self._mlm(states, labels)
-            return outputs
-
-        # masked RoI classification needs the detector's class distribution
-        targets = batch.get("region_class_probs")
-        do_mrc = self.mrc is not None and targets is not None and targets.shape[-1] == self.mrc.net[-1].out_features
-        masked = None
-        if do_mrc:
-            if "region_features" in batch:
-                valid = batch.get("region_mask")
-                valid = valid.bool() if valid is not None else torch.ones(batch.region_features.shape[:2], dtype=torch.bool)
-            else:
-                valid = _boxes_valid(batch.region_boxes)
-            masked = self._region_mask(batch, valid)
-        visual = self.visual_from_batch(batch, masked=masked)
-
-        b = ids.shape[0]
-        matched = torch.ones(b, dtype=torch.bool, device=ids.device)
-        if self.sir is not None and b > 1:
-            mismatch = torch.rand(b, generator=self._generator(batch, 2)) < float(pre.sir_mismatch_probability)
-            mismatch = mismatch.to(ids.device)
-            rows = torch.arange(b, device=ids.device)
-            source = torch.where(mismatch, (rows + 1) % b, rows)  # another sample's image
-            visual = visual.select(source)
-            matched = ~mismatch
-            if targets is not None:
-                targets = targets[source]
-        states, _, positions = self.encode(ids, batch.get("token_type_ids"), batch.get("attention_mask"), visual)
-        if pre.mlm and labels is not None:
-            outputs["loss/mlm"] = self._mlm(states, labels)
-        if do_mrc:
-            region_states = self.gather_states(states, positions[:, visual.offset:])
-            chosen = visual.masked[:, visual.offset:] & matched[:, None]
-            if chosen.any():
-                outputs["loss/mrc"] = soft_cross_entropy(self.mrc(region_states[chosen]), targets[chosen])
-            else:
-                outputs["loss/mrc"] = self.mrc(region_states[:, :1]).sum() * 0.0
-        if self.sir is not None:
-            outputs["loss/sir"] = F.cross_entropy(self.sir(self.pooler(states)).float(), matched.long())
-        return outputs
-
-    def _mlm(self, states: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        if labels is None:
-            raise ConfigError("vlbert: MLM needs mlm_labels (set processors.masking.probability > 0)")
-        text = states[:, : labels.shape[1]]
-        chosen = labels != -100
-        if not chosen.any():
-            return self.mlm(text[:, :1]).sum() * 0.0
-        logits = self.mlm(text[chosen])
-        return F.cross_entropy(logits.float(), labels[chosen])
-
-
-def box_iou_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of matching rows of a (B, 4) and b (B, 4)."""
-    lt = torch.maximum(a[:, :2], b[:, :2])
-    rb = torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area = lambda x: (x[:, 2:] - x[:, :2]).clamp(min=0).prod(-1)  # noqa: E731
-    return inter / (area(a) + area(b) - inter).clamp(min=1e-6)
-
-
-def box_iou_batched(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(B, O, 4) x (B, M, 4) -> (B, O, M)."""
-    return torch.stack([box_iou(x.float(), y.float()) for x, y in zip(a, b)])

@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d, roi_align
 
 from vlfw.errors import ConfigError
+from vlfw.processors.boxes import box_iou
 
 
 def geometry_embedding(boxes: torch.Tensor, width: torch.Tensor, height: torch.Tensor,
@@ -39,6 +40,25 @@ def geometry_embedding(boxes: torch.Tensor, width: torch.Tensor, height: torch.T
 def whole_image_box(width: torch.Tensor, height: torch.Tensor) -> torch.Tensor:
     zeros = torch.zeros_like(width)
     return torch.stack([zeros, zeros, width, height], dim=-1)
+
+
+def boxes_valid(boxes: torch.Tensor) -> torch.Tensor:
+    """Real boxes among zero-padded ones."""
+    return (boxes[..., 2] > boxes[..., 0]) | (boxes[..., 3] > boxes[..., 1])
+
+
+def box_iou_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of matching rows of a (B, 4) and b (B, 4)."""
+    lt = torch.maximum(a[:, :2], b[:, :2])
+    rb = torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).clamp(min=0).prod(-1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter).clamp(min=1e-6)
+
+
+def box_iou_batched(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B, O, 4) x (B, M, 4) -> (B, O, M)."""
+    return torch.stack([box_iou(x.float(), y.float()) for x, y in zip(a, b)])
 
 
 class ResNetRoIExtractor(nn.Module):
@@ -80,7 +100,12 @@ def zero_masked_pixels(images: torch.Tensor, boxes: torch.Tensor, masked: torch.
 
 class VisualFeatures(nn.Module):
     """concat(appearance, geometry) -> Linear -> ReLU, for one appearance size; masked RoIs get a
-    learned appearance vector instead of theirs."""
+    learned appearance vector instead of theirs.
+
+    The Linear on the concatenation is kept as its two column blocks, `appearance_projection`
+    (with the bias) and `geometry_projection`: W [a; g] + b = W_a a + W_g g + b, the same map
+    without materialising the (D + 2048)-d concatenation. Checkpoints with the single
+    `projection` Linear load (its columns are split on load)."""
 
     def __init__(self, appearance_size: int, hidden: int, geometry_size: int = 2048, wavelength: float = 1000.0) -> None:
         super().__init__()
@@ -88,14 +113,35 @@ class VisualFeatures(nn.Module):
         self.geometry_size = geometry_size
         self.wavelength = wavelength
         self.mask_appearance = nn.Parameter(torch.zeros(appearance_size))
-        self.projection = nn.Linear(appearance_size + geometry_size, hidden)
+        self.appearance_projection = nn.Linear(appearance_size, hidden)
+        self.geometry_projection = nn.Linear(geometry_size, hidden, bias=False)
+        self._register_load_state_dict_pre_hook(self._split_concat_projection)
+
+    def _split_concat_projection(self, state_dict, prefix, *args) -> None:
+        weight, bias = state_dict.pop(f"{prefix}projection.weight", None), state_dict.pop(f"{prefix}projection.bias", None)
+        if weight is not None:
+            state_dict[f"{prefix}appearance_projection.weight"] = weight[:, : self.appearance_size]
+            state_dict[f"{prefix}geometry_projection.weight"] = weight[:, self.appearance_size:]
+        if bias is not None:
+            state_dict[f"{prefix}appearance_projection.bias"] = bias
 
     def forward(self, appearance: torch.Tensor, boxes: torch.Tensor, width: torch.Tensor, height: torch.Tensor,
-                masked: torch.Tensor | None = None) -> torch.Tensor:
+                masked: torch.Tensor | None = None, mean_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """appearance (B, N, D); masked (B, N) or None. mean_weights (B, N): an element whose
+        appearance is the weighted mean of the N regions' (the whole image when the detector did
+        not give it) is put first, and boxes (B, N + 1, 4) includes its box. -> (B, N(+1), H)."""
         if appearance.shape[-1] != self.appearance_size:
             raise ConfigError(f"vlbert: region features have {appearance.shape[-1]} dims but the model was built for "
                               f"{self.appearance_size}: set model_config.vlbert.region_feature_size")
+        weight = self.appearance_projection.weight
+        projected = F.linear(appearance, weight)
         if masked is not None:
-            appearance = torch.where(masked[..., None], self.mask_appearance.to(appearance.dtype), appearance)
+            projected = torch.where(masked[..., None], F.linear(self.mask_appearance, weight).to(projected.dtype), projected)
+        if mean_weights is not None:
+            # the projection is linear: projecting the mean appearance = the mean of the projections
+            weights = mean_weights.to(projected.dtype)
+            weights = weights / weights.sum(1, keepdim=True).clamp(min=1.0)
+            projected = torch.cat([torch.bmm(weights[:, None], projected), projected], dim=1)
         geometry = geometry_embedding(boxes, width[..., None], height[..., None], self.geometry_size, self.wavelength)
-        return F.relu(self.projection(torch.cat([appearance, geometry.to(appearance.dtype)], dim=-1)))
+        geometry = self.geometry_projection(geometry.to(projected.dtype))
+        return F.relu(projected + geometry + self.appearance_projection.bias.to(projected.dtype))
