@@ -1,15 +1,19 @@
 """VLMo fusion pass vs Hugging Face ViLT at equal size and inputs: training steps per second.
 
 Both models get the same batch (images with the same patch count, 40 text tokens), the same
-loss (a 2-way linear head on the pooled [CLS] + cross-entropy) and AdamW, in one process,
-timed alternately so both see the same machine load. CPU fp32 by default.
+loss (a 2-way linear head on the pooled [CLS] + cross-entropy) and AdamW, in one process:
+warm-up steps first, then interleaved rounds (the order alternates per round) so both see the
+same machine load. Reports each model's median and best steps/s and the vlmo/vilt ratio (median
+of the per-round ratios, best/best, median/median). CPU fp32.
 
-    python tools/bench/vlmo_speed.py --layers 6 --hidden 384 --heads 6 --image-size 96 --batch 8
+    python tools/bench/vlmo_speed.py --layers 4 --hidden 256 --heads 4 --image-size 96 --batch 8
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
 
 import torch
@@ -44,20 +48,29 @@ def build_vilt(args):
     return model, forward
 
 
-def time_steps(forward, model, batch, labels, steps: int, warmup: int) -> float:
+def make_stepper(forward, model, batch, labels):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(forward(batch), labels).backward()
         optimizer.step()
+    return step
 
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
+
+def timed(step, steps: int, clock) -> float:
+    """Steps per second over `steps` consecutive training steps."""
+    start = clock()
     for _ in range(steps):
         step()
-    return steps / (time.perf_counter() - start)
+    return steps / (clock() - start)
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def main() -> None:
@@ -70,12 +83,15 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=16)
     parser.add_argument("--text-length", type=int, default=40)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating timing rounds per model")
+    parser.add_argument("--steps", type=int, default=4, help="timed training steps per model per round")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model before the first round")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (order alternates)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: process CPU time (less sensitive to other jobs; use with --threads 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     torch.manual_seed(0)
     batch = {
         "input_ids": torch.randint(1000, 3000, (args.batch, args.text_length)),
@@ -85,17 +101,31 @@ def main() -> None:
     }
     labels = torch.randint(0, 2, (args.batch,))
     models = {"vlmo": build_vlmo(args), "vilt": build_vilt(args)}
+    steppers = {name: make_stepper(forward, model, batch, labels) for name, (model, forward) in models.items()}
+    load_before = load_average()
+    for step in steppers.values():  # first-call allocations and optimizer state, not timed
+        for _ in range(args.warmup):
+            step()
     rates: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(args.rounds):
-        for name, (model, forward) in models.items():
-            rates[name].append(time_steps(forward, model, batch, labels, args.steps, args.warmup))
+    names = list(models)
+    for round_index in range(args.rounds):
+        # alternate who goes first, so neither model always runs right after the other
+        for name in (names if round_index % 2 == 0 else names[::-1]):
+            rates[name].append(timed(steppers[name], args.steps, clock))
     patches = (args.image_size // args.patch) ** 2
-    print(f"layers={args.layers} hidden={args.hidden} heads={args.heads} batch={args.batch} "
-          f"patches={patches} text_tokens={args.text_length} threads={args.threads} (CPU fp32)")
+    print(f"layers={args.layers} hidden={args.hidden} heads={args.heads} vl_ffn_layers={args.vl_ffn_layers} "
+          f"batch={args.batch} patches={patches} text_tokens={args.text_length} threads={args.threads} "
+          f"clock={args.clock} steps/round={args.steps} rounds={args.rounds} (CPU fp32, torch {torch.__version__})")
+    print(f"load average before: {load_before}  after: {load_average()}")
     for name, (model, _) in models.items():
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"{name:5s} params={params:6.1f}M  train steps/s: best {max(rates[name]):.3f}  "
-              f"all {[round(r, 3) for r in rates[name]]}")
+        print(f"{name:5s} params={params:6.1f}M  train steps/s: median {statistics.median(rates[name]):.3f}  "
+              f"best {max(rates[name]):.3f}  all {[round(r, 3) for r in rates[name]]}")
+    per_round = [a / b for a, b in zip(rates["vlmo"], rates["vilt"])]
+    print(f"vlmo/vilt speed ratio: median of per-round ratios {statistics.median(per_round):.3f}  "
+          f"best/best {max(rates['vlmo']) / max(rates['vilt']):.3f}  "
+          f"median/median {statistics.median(rates['vlmo']) / statistics.median(rates['vilt']):.3f}  "
+          f"per round {[round(r, 3) for r in per_round]}")
 
 
 if __name__ == "__main__":

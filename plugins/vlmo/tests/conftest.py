@@ -1,8 +1,18 @@
+"""Plugin tests use a private VLFW_CACHE (never ~/.cache/vlfw); the Shapes tiny world is built once."""
+
 import pytest
 
+from vlfw.testing import shapes_root, use_private_cache
 from vlmo_helpers import make_model
+
+use_private_cache("vlfw-vlmo-test-cache-")
 
 
 @pytest.fixture
 def model():
     return make_model()
+
+
+@pytest.fixture(scope="session")
+def shapes_tiny_root() -> str:
+    return shapes_root("tiny")

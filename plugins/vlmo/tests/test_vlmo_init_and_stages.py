@@ -4,6 +4,7 @@ import torch
 from safetensors.torch import load_file
 
 from vlmo_helpers import TASKS, make_batch, make_model
+from vlfw_vlmo.losses import VLMoContrastiveLoss
 from vlfw_vlmo.model import VLMo
 from vlfw_vlmo.pretrained import bundled_bert_path
 
@@ -80,3 +81,31 @@ def test_vision_language_stage_returns_the_three_objectives():
     torch.manual_seed(3)
     b = model(masked_batch())["loss/mlm"]
     assert torch.allclose(a, 2 * b, atol=1e-5)
+
+
+def parameters_without_gradient(model):
+    return [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+
+
+def test_every_trainable_parameter_gets_a_gradient():
+    """What DDP without find_unused_parameters needs: frozen = exactly what the run never uses."""
+    retrieval = VLMo({"size": "tiny", "stage": "finetune"}, {"coco_retrieval": TASKS["coco_retrieval"]}).train()
+    batch = make_batch("coco_retrieval", batch=4)
+    VLMoContrastiveLoss()(batch, retrieval(batch)).backward()
+    assert parameters_without_gradient(retrieval) == []
+    assert not retrieval.transformer.blocks[-1].experts["vision_language"].fc1.weight.requires_grad
+    vqa = VLMo({"size": "tiny", "stage": "finetune"}, {"vqa2": TASKS["vqa2"]}).train()
+    vqa(make_batch("vqa2"))["logits"].sum().backward()
+    assert parameters_without_gradient(vqa) == []
+    assert vqa.transformer.blocks[-1].experts["vision_language"].fc1.weight.grad is not None
+    assert not vqa.itc_text_projection.weight.requires_grad
+    assert not vqa.transformer.blocks[-1].experts["vision"].fc1.weight.requires_grad
+    assert vqa.transformer.blocks[-2].experts["vision"].fc1.weight.grad is not None
+    nlvr2 = VLMo({"size": "tiny", "stage": "finetune", "shared_ffn": True}, {"nlvr2": TASKS["nlvr2"]}).train()
+    batch = make_batch("nlvr2", batch=2)
+    batch.image = torch.stack([batch.image, batch.image.flip(-1)], dim=1)
+    nlvr2(batch)["logits"].sum().backward()
+    assert parameters_without_gradient(nlvr2) == []
+    pretraining = VLMo({"size": "tiny"}, {"cc3m": TASKS["cc3m"]}).train()
+    sum(pretraining(masked_batch()).values()).backward()
+    assert parameters_without_gradient(pretraining) == []

@@ -1,14 +1,18 @@
-"""Retrieval: recall from the model's dual-encoder outputs vs a brute-force ranking; vlmo_itc; re-ranking."""
+"""Retrieval: recall from the model's dual-encoder outputs vs a brute-force ranking; vlmo_itc; ITM re-ranking
+(the function, the rank arithmetic, and the metric driven by model_config.vlmo.retrieval.rerank_k)."""
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from vlmo_helpers import make_batch
-from vlfw.metrics.retrieval import RetrievalRecall
+from vlmo_helpers import make_batch, make_model
+from vlfw.errors import ConfigError
+from vlfw.metrics.retrieval import RetrievalRecall, retrieval_recall_at_k
 from vlfw_vlmo.losses import VLMoContrastiveLoss
-from vlfw_vlmo.rerank import itm_rerank
+from vlfw_vlmo.metrics import VLMoRetrievalRecall
+from vlfw_vlmo.rerank import ITMReranker, itm_rerank, recall_from_ranks, reranked_ranks
 
 
 def brute_force(images, texts, owners, k):
@@ -69,3 +73,129 @@ def test_itm_rerank_reorders_the_dual_encoder_top_k(model):
         scores = model.itm_logits(batch.image[t2i[0]], batch.input_ids[[0, 0, 0]])
     margin = scores[:, 1] - scores[:, 0]
     assert bool((margin[:-1] >= margin[1:] - 1e-6).all())
+
+
+# -- ITM re-ranking in the retrieval evaluation ----------------------------------------------
+
+def retrieval_batch(images=4, captions=2, length=6):
+    """`images` images with `captions` captions each (the last image has one less), as evaluated."""
+    batch = make_batch("coco_retrieval", batch=images)
+    ids = make_batch("coco_retrieval", batch=images * captions, length=length).input_ids
+    ids = ids.roll(1, dims=0)  # captions differ from the first rows' ids of the image batch
+    batch.input_ids = ids.view(images, captions, length)
+    batch.attention_mask = torch.ones_like(batch.input_ids)
+    batch.attention_mask[0, 1, -2:] = 0  # one padded caption
+    batch.text_mask = torch.ones(images, captions, dtype=torch.bool)
+    batch.text_mask[-1, -1] = False
+    batch["index"] = list(range(images))
+    return batch
+
+
+def flat_texts(batch):
+    real = batch.text_mask
+    owners = torch.tensor([i for i in range(real.shape[0]) for k in range(real.shape[1]) if real[i, k]])
+    return batch.input_ids[real], batch.attention_mask[real], owners
+
+
+def all_pair_itm(model, batch):
+    """Brute force: the ITM score of every (text, image) pair, one fused pass per pair."""
+    ids, mask, _ = flat_texts(batch)
+    scores = torch.empty(len(ids), len(batch.image))
+    with torch.no_grad():
+        for t in range(len(ids)):
+            for i in range(len(batch.image)):
+                logits = model.itm_logits(batch.image[i:i + 1], ids[t:t + 1], mask[t:t + 1])[0]
+                scores[t, i] = logits[1] - logits[0]
+    return scores
+
+
+def ranks_by_score(scores, owners):
+    """Ranks when `scores` (T, I) orders every candidate: strictly higher scores come first."""
+    own = scores.gather(1, owners[:, None])
+    text_ranks = (scores > own).sum(dim=1)
+    image_ranks = []
+    for i in range(scores.shape[1]):
+        best = scores[owners == i, i].max()
+        image_ranks.append(int((scores[:, i] > best).sum()))
+    return text_ranks, torch.tensor(image_ranks)
+
+
+def test_rerank_covering_all_candidates_is_brute_force_itm_ranking(model):
+    batch = retrieval_batch()
+    ids, mask, owners = flat_texts(batch)
+    with torch.no_grad():
+        out = model(batch)
+    texts = out["text_embeddings"][batch.text_mask]
+    expected = ranks_by_score(all_pair_itm(model, batch), owners)
+    scorer = ITMReranker(model, k=len(texts), batch_size=5).scorer(batch.image, ids, mask)
+    got = reranked_ranks(out["image_embeddings"], texts, owners, scorer, k=len(texts))
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    # and the ITM order differs from the dual encoder's here, so the test can tell them apart
+    dual = ranks_by_score(texts @ out["image_embeddings"].T, owners)
+    assert not (torch.equal(dual[0], expected[0]) and torch.equal(dual[1], expected[1]))
+
+
+def test_rerank_zero_is_the_dual_encoder_ranking(model):
+    batch = retrieval_batch()
+    _, _, owners = flat_texts(batch)
+    with torch.no_grad():
+        out = model(batch)
+    texts = out["text_embeddings"][batch.text_mask]
+    got = reranked_ranks(out["image_embeddings"], texts, owners, None, k=0)
+    expected = ranks_by_score(texts @ out["image_embeddings"].T, owners)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    assert recall_from_ranks(*got, ks=(1, 2)) == retrieval_recall_at_k(out["image_embeddings"], texts, owners, (1, 2))
+
+
+def test_rerank_of_the_top_k_then_the_dual_encoder_order():
+    """k between 0 and all: the top k by similarity reordered by the scorer, then the rest."""
+    generator = torch.Generator().manual_seed(0)
+    images, texts = torch.randn(6, 4, generator=generator), torch.randn(13, 4, generator=generator)
+    owners = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 5])
+    itm = torch.randn(13, 6, generator=generator)  # a made-up scorer: itm[text, image]
+    similarity = texts @ images.T
+    k = 3
+
+    def position(sim_row, itm_row, is_answer):
+        top = sim_row.argsort(descending=True)[:k]
+        rest = sim_row.argsort(descending=True)[k:]
+        order = torch.cat([top[itm_row[top].argsort(descending=True)], rest])
+        return int(is_answer[order].nonzero()[0])
+
+    text_ranks = [position(similarity[t], itm[t], torch.arange(6) == owners[t]) for t in range(13)]
+    image_ranks = [position(similarity[:, i], itm[:, i], owners == i) for i in range(6)]
+    got = reranked_ranks(images, texts, owners, lambda i, t: itm[t, i], k=k, chunk_size=4)
+    assert got[0].tolist() == text_ranks and got[1].tolist() == image_ranks
+    assert text_ranks != ranks_by_score(similarity, owners)[0].tolist()  # the re-rank moved something
+
+
+def test_rerank_k_option_drives_the_retrieval_metric():
+    batch = retrieval_batch()
+    _, _, owners = flat_texts(batch)
+    reranking = make_model(retrieval={"rerank_k": 100})
+    plain = make_model()
+    metric = VLMoRetrievalRecall(ks=(1, 2))
+    with torch.no_grad():
+        out = reranking(batch)
+        metric.update(batch, out)
+        got = metric.compute()
+    expected = recall_from_ranks(*ranks_by_score(all_pair_itm(reranking, batch), owners), ks=(1, 2))
+    assert got.pop("rerank_k") == 100.0
+    assert got == pytest.approx(expected)
+    # off (k = 0): no scorer in the outputs, and the metric is vlfw's dual-encoder recall
+    with torch.no_grad():
+        out = plain(batch)
+    assert "itm_reranker" not in out
+    metric.reset()
+    metric.update(batch, out)
+    core = RetrievalRecall(ks=(1, 2))
+    core.update(batch, out)
+    assert metric.compute() == core.compute()
+    # training batches never carry the scorer
+    reranking.train()
+    assert "itm_reranker" not in reranking(make_batch("coco_retrieval"))
+
+
+def test_rerank_k_must_not_be_negative():
+    with pytest.raises(ConfigError, match="rerank_k"):
+        make_model(retrieval={"rerank_k": -1})

@@ -20,6 +20,7 @@ from vlfw_vlmo import objectives
 from vlfw_vlmo.config import DEFAULT_CONFIG, STAGES, resolve_sizes
 from vlfw_vlmo.embeddings import ImageEmbeddings, TextEmbeddings
 from vlfw_vlmo.mome import MoMETransformer
+from vlfw_vlmo.rerank import ITMReranker
 from vlfw_vlmo.stages import apply_stage
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,17 @@ class VLMo(BaseModel):
             self.bert_init_report = load_bert(self, c.bert_path)
         elif c.init is not None:
             raise ConfigError(f"model_config.vlmo.init must be null or 'bert', got {c.init!r}")
-        self.trainable_groups = apply_stage(self, str(c.stage))
+        tasks = {info.get("task") for info in task_infos.values()}  # none given: keep both passes
+        self.trainable_groups = apply_stage(self, str(c.stage), fused=not tasks or bool(tasks - {"retrieval"}),
+                                            dual=not tasks or bool(tasks & {"retrieval", "pretraining"}))
+        self.rerank_k = int(c.retrieval.rerank_k)
+        self.rerank_batch_size = int(c.retrieval.rerank_batch_size)
+        if self.rerank_k < 0 or self.rerank_batch_size < 1:
+            raise ConfigError("model_config.vlmo.retrieval.rerank_k must be >= 0 (0 = off) and "
+                              f"rerank_batch_size >= 1, got {self.rerank_k} and {self.rerank_batch_size}")
+        if self.rerank_k and "retrieval" in tasks:
+            log.info("vlmo: retrieval evaluation re-ranks the dual encoder's top %d by ITM; the metric "
+                     "vlmo_retrieval_recall applies it (vlfw's retrieval_recall would ignore it)", self.rerank_k)
 
     # -- the three ways to run the one set of weights ---------------------------------------
     @staticmethod
@@ -157,6 +168,8 @@ class VLMo(BaseModel):
             image = self.itc_image_projection(self.encode_image(batch.image)[:, 0])
             outputs = self.heads({"image_pooled": image, "text_pooled": text}, batch)
             outputs["logit_scale"] = self.logit_scale
+            if self.rerank_k and not self.training:
+                outputs["itm_reranker"] = ITMReranker(self, self.rerank_k, self.rerank_batch_size)
             return outputs
         if task == "nlvr2":
             images = batch.image  # (B, 2, 3, H, W): one fused pass per image, batched together

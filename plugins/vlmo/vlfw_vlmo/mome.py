@@ -8,6 +8,8 @@ modality mask, so text and image lengths are free.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,8 +32,33 @@ class DropPath(nn.Module):
         return x * mask / keep
 
 
+class Routing(NamedTuple):
+    """Which expert gets which token, worked out once per forward pass from the modality mask.
+
+    kind: "language" (text only), "vision" (image only), "split" (every row is [text; image]
+    with the text in the first `split` positions: routed by slicing) or "mask" (any other layout:
+    routed by boolean indexing with `is_text`)."""
+
+    kind: str
+    split: int = 0
+    is_text: torch.Tensor | None = None
+
+
+def plan_routing(is_text: torch.Tensor) -> Routing:
+    """The Routing for a (B, N) bool modality mask (True = text token)."""
+    if bool(is_text.all()):
+        return Routing("language")
+    if not bool(is_text.any()):
+        return Routing("vision")
+    columns = is_text[0]
+    split = int(columns.sum())
+    if bool(columns[:split].all()) and bool((is_text == columns).all()):
+        return Routing("split", split)
+    return Routing("mask", is_text=is_text)
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention through scaled_dot_product_attention."""
+    """Multi-head self-attention through scaled_dot_product_attention (one fused qkv projection)."""
 
     def __init__(self, hidden: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -42,11 +69,11 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(hidden, hidden)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """attn_mask: None (every key is real) or (B, 1, 1, N) bool, True = attend."""
         b, n, h = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
-        mask = None if key_mask is None else key_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                              dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(b, n, h))
 
@@ -62,7 +89,10 @@ class Expert(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(self.norm(x))))))
+        hidden = F.gelu(self.fc1(self.norm(x)))
+        if self.dropout.p == 0.0:
+            return self.fc2(hidden)
+        return self.dropout(self.fc2(self.dropout(hidden)))
 
 
 class MoMEBlock(nn.Module):
@@ -87,25 +117,30 @@ class MoMEBlock(nn.Module):
     def expert(self, name: str) -> Expert:
         return self.experts["shared" if self.shared_ffn else name]
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, is_text: torch.Tensor,
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, routing: Routing | torch.Tensor,
                 fused: bool) -> torch.Tensor:
-        """is_text (B, N) bool: the modality of each token; `fused` in a VL-FFN block: VL-FFN for all."""
-        x = x + self.drop_path(self.gamma_attention * self.attention(self.norm(x), key_mask))
-        return x + self.drop_path(self.gamma_ffn * self.route(x, is_text, fused))
+        """attn_mask: None or (B, 1, 1, N) bool; routing: a Routing or the (B, N) bool modality mask;
+        `fused` in a VL-FFN block: VL-FFN for all tokens."""
+        if isinstance(routing, torch.Tensor):
+            routing = plan_routing(routing)
+        # x + gamma * branch in one op; stochastic depth drops the branch per sample, which
+        # commutes with the per-channel gamma
+        x = torch.addcmul(x, self.gamma_attention, self.drop_path(self.attention(self.norm(x), attn_mask)))
+        return torch.addcmul(x, self.gamma_ffn, self.drop_path(self.route(x, routing, fused)))
 
-    def route(self, x: torch.Tensor, is_text: torch.Tensor, fused: bool) -> torch.Tensor:
+    def route(self, x: torch.Tensor, routing: Routing | torch.Tensor, fused: bool) -> torch.Tensor:
+        if isinstance(routing, torch.Tensor):
+            routing = plan_routing(routing)
         if fused and self.has_vl_ffn:
             return self.expert("vision_language")(x)
-        if bool(is_text.all()):
-            return self.expert("language")(x)
-        if not bool(is_text.any()):
-            return self.expert("vision")(x)
-        columns = is_text[0]
-        split = int(columns.sum())
-        if bool(columns[:split].all()) and bool((is_text == columns).all()):
-            # the usual pair layout [text (padded to one length); image]: route by slicing,
-            # which avoids the gather/scatter of boolean indexing
-            return torch.cat([self.expert("language")(x[:, :split]), self.expert("vision")(x[:, split:])], dim=1)
+        if routing.kind in ("language", "vision"):
+            return self.expert(routing.kind)(x)
+        if routing.kind == "split":
+            # the usual pair layout [text (padded to one length); image]: slicing (split's backward
+            # is one concatenation) instead of the gather/scatter of boolean indexing
+            text, image = x.split([routing.split, x.shape[1] - routing.split], dim=1)
+            return torch.cat([self.expert("language")(text), self.expert("vision")(image)], dim=1)
+        is_text = routing.is_text
         out = x.new_empty(x.shape)
         out[is_text] = self.expert("language")(x[is_text])
         out[~is_text] = self.expert("vision")(x[~is_text])
@@ -129,6 +164,10 @@ class MoMETransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, is_text: torch.Tensor,
                 fused: bool = False) -> torch.Tensor:
+        """key_mask (B, N) bool, True = real token (None: all real); is_text (B, N) bool."""
+        # the mask and the routing are the same in every layer: work them out once
+        attn_mask = None if key_mask is None or bool(key_mask.all()) else key_mask[:, None, None, :]
+        routing = plan_routing(is_text)
         for block in self.blocks:
-            x = block(x, key_mask, is_text, fused)
+            x = block(x, attn_mask, routing, fused)
         return self.norm(x)
