@@ -120,12 +120,17 @@ def ranks_by_score(scores, owners):
     return text_ranks, torch.tensor(image_ranks)
 
 
-def test_rerank_covering_all_candidates_is_brute_force_itm_ranking(model):
+def encode_retrieval_batch(model):
+    """The retrieval batch, its flattened captions (ids, mask, owning image) and the dual-encoder outputs."""
     batch = retrieval_batch()
     ids, mask, owners = flat_texts(batch)
     with torch.no_grad():
         out = model(batch)
-    texts = out["text_embeddings"][batch.text_mask]
+    return batch, ids, mask, owners, out, out["text_embeddings"][batch.text_mask]
+
+
+def test_rerank_covering_all_candidates_is_brute_force_itm_ranking(model):
+    batch, ids, mask, owners, out, texts = encode_retrieval_batch(model)
     expected = ranks_by_score(all_pair_itm(model, batch), owners)
     scorer = ITMReranker(model, k=len(texts), batch_size=5).scorer(batch.image, ids, mask)
     got = reranked_ranks(out["image_embeddings"], texts, owners, scorer, k=len(texts))
@@ -136,11 +141,7 @@ def test_rerank_covering_all_candidates_is_brute_force_itm_ranking(model):
 
 
 def test_rerank_zero_is_the_dual_encoder_ranking(model):
-    batch = retrieval_batch()
-    _, _, owners = flat_texts(batch)
-    with torch.no_grad():
-        out = model(batch)
-    texts = out["text_embeddings"][batch.text_mask]
+    _, _, _, owners, out, texts = encode_retrieval_batch(model)
     got = reranked_ranks(out["image_embeddings"], texts, owners, None, k=0)
     expected = ranks_by_score(texts @ out["image_embeddings"].T, owners)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
