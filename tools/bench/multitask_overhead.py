@@ -46,13 +46,9 @@ def make_trainer(args: list[str], save_dir: str) -> Trainer:
     return trainer
 
 
-def timed_updates(trainer: Trainer, count: int) -> tuple[float, list[str]]:
-    """Seconds for `count` updates after the warm-up, and the dataset of every update (warm-up included)."""
-    names = []
-    for _ in range(WARMUP):
-        names += trainer.iterator.datasets_for_update(trainer.update)
-        trainer._train_update()
-        trainer.update += 1
+def train_updates(trainer: Trainer, count: int) -> tuple[float, list[str]]:
+    """Seconds for `count` updates of `trainer`, and the dataset of each."""
+    names: list[str] = []
     start = time.perf_counter()
     for _ in range(count):
         names += trainer.iterator.datasets_for_update(trainer.update)
@@ -68,31 +64,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     base = [f"config={args.config}", *args.overrides, f"training.max_updates={args.updates + WARMUP}"]
     save_dir = tempfile.mkdtemp(prefix="vlfw-mt-overhead-")
     ratios, rows = [], []
     for round_index in range(args.rounds):
         multi = make_trainer(base, f"{save_dir}/multi")
-        datasets = list(multi.builders)
-        multi_time, names = timed_updates(multi, args.updates)
-        counts = Counter(names[WARMUP:])
+        _, warm_names = train_updates(multi, WARMUP)
+        multi_time, names = train_updates(multi, args.updates)
+        counts = Counter(names)
         single_time = 0.0
-        for name in datasets:
+        for name in multi.builders:
             if counts[name] == 0:
                 continue
             # the single-task run consumes this dataset's stream exactly as the multi-task run did:
             # its warm-up updates are the ones the multi-task run spent on this dataset before timing
-            warm = names[:WARMUP].count(name)
             single = make_trainer([*base, f"datasets=[{name}]"], f"{save_dir}/{name}")
-            for _ in range(warm):
-                single._train_update()
-                single.update += 1
-            start = time.perf_counter()
-            for _ in range(counts[name]):
-                single._train_update()
-                single.update += 1
-            single_time += time.perf_counter() - start
+            train_updates(single, warm_names.count(name))
+            single_time += train_updates(single, counts[name])[0]
             del single
         ratios.append(multi_time / single_time - 1.0)
         rows.append((round_index, multi_time, single_time, dict(counts)))
