@@ -28,6 +28,19 @@ def vlfw_run(*args, timeout=300, **kwargs):
                           timeout=timeout, **kwargs)
 
 
+def assert_same_run(a: Path, b: Path, last_update: int) -> None:
+    """Two runs ended identically: metrics.json bytes, best weights, and the last checkpoint's
+    weights and data position."""
+    assert (a / "metrics.json").read_bytes() == (b / "metrics.json").read_bytes()
+    best_a, best_b = load_file(a / "best_model.safetensors"), load_file(b / "best_model.safetensors")
+    assert best_a.keys() == best_b.keys() and all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+    last_a = torch.load(a / "checkpoints" / f"update_{last_update}.pt", weights_only=True)
+    last_b = torch.load(b / "checkpoints" / f"update_{last_update}.pt", weights_only=True)
+    assert last_a["model"].keys() == last_b["model"].keys()
+    assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])
+    assert last_a["data"] == last_b["data"]
+
+
 MULTITASK = ["datasets=vqa2,snli_ve,nlvr2,refcoco", "dataset_config.snli_ve.source=shapes",
              "dataset_config.nlvr2.source=shapes", "dataset_config.refcoco.source=shapes",
              "multitask.iteration_strategy=temperature_scaled", "evaluation.metric=mean"]
@@ -56,13 +69,7 @@ def test_kill_and_resume_from_the_command_line(tmp_path, shapes_tiny_root, extra
 
     resumed = vlfw_run(*args, f"save_dir={killed_dir}", "checkpoint.resume=true")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert (tmp_path / "straight" / "metrics.json").read_bytes() == (killed_dir / "metrics.json").read_bytes()
-    a = load_file(tmp_path / "straight" / "best_model.safetensors")
-    b = load_file(killed_dir / "best_model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    last_a = torch.load(tmp_path / "straight" / "checkpoints" / "update_40.pt", weights_only=True)["model"]
-    last_b = torch.load(killed_dir / "checkpoints" / "update_40.pt", weights_only=True)["model"]
-    assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
+    assert_same_run(tmp_path / "straight", killed_dir, 40)
 
 
 def test_one_dataset_multitask_config_equals_the_single_task_run(tmp_path, shapes_tiny_root):
@@ -74,14 +81,7 @@ def test_one_dataset_multitask_config_equals_the_single_task_run(tmp_path, shape
                      "multitask.mode=all_per_update", "multitask.batch_sizes={vqa2: 8}",
                      "multitask.loss_weights={vqa2: 1.0}", "evaluation.metric=mean")
     assert single.returncode == 0 and multi.returncode == 0, (single.stderr + multi.stderr)[-2000:]
-    assert (tmp_path / "single" / "metrics.json").read_bytes() == (tmp_path / "multi" / "metrics.json").read_bytes()
-    for name in ("best_model.safetensors",):
-        a, b = load_file(tmp_path / "single" / name), load_file(tmp_path / "multi" / name)
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    last_a = torch.load(tmp_path / "single" / "checkpoints" / "update_12.pt", weights_only=True)
-    last_b = torch.load(tmp_path / "multi" / "checkpoints" / "update_12.pt", weights_only=True)
-    assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])
-    assert last_a["data"] == last_b["data"]
+    assert_same_run(tmp_path / "single", tmp_path / "multi", 12)
     table = (tmp_path / "multi" / "results.md").read_text()
     assert "| vqa2 | val | vqa_accuracy |" in table and "| vqa2 | test | vqa_accuracy |" in table
 
