@@ -121,3 +121,4 @@ def test_soft_bce_is_scaled_by_the_number_of_answers():
     logits = torch.zeros(1, 4)
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.targets, reduction="sum")
     assert torch.allclose(SoftBinaryCrossEntropy()(batch, {"logits": logits}), expected)
+

@@ -66,7 +66,15 @@ class SmallCNN(nn.Module):
 
 @ENCODERS.register("region_mlp")
 class RegionEncoder(nn.Module):
-    """Region features + normalised box geometry -> hidden, and a masked-mean pooled vector."""
+    """Region features + normalised box geometry -> hidden, and a masked-mean pooled vector.
+
+    The pooled vector is the mean of a per-region MLP of the states (a DeepSets pooling). The
+    states are a linear map of the features (then LayerNorm), so their mean is close to a map of
+    the summed features, in which "a red star and a blue square" and "a blue star and a red
+    square" nearly coincide; the MLP lets each region write the conjunction of its attributes
+    before the mean. On Shapes VQA this pooling took the late-fusion baseline from the answer
+    priors to 46.8 (docs/benchmarks.md).
+    """
 
     def __init__(self, feature_size: int, hidden_size: int, dropout: float = 0.1) -> None:
         super().__init__()
@@ -74,6 +82,8 @@ class RegionEncoder(nn.Module):
         self.geometry = nn.Linear(7, hidden_size)
         self.norm = nn.LayerNorm(hidden_size)
         self.dropout = nn.Dropout(dropout)
+        self.pool_mlp = nn.Sequential(nn.Linear(hidden_size, 2 * hidden_size), nn.GELU(),
+                                      nn.Linear(2 * hidden_size, hidden_size))
 
     def forward(self, features: torch.Tensor, boxes: torch.Tensor, image_size: torch.Tensor,
                 mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +95,7 @@ class RegionEncoder(nn.Module):
         height = xyxy[..., 3] - xyxy[..., 1]
         geometry = torch.cat([xyxy, width[..., None], height[..., None], (width * height)[..., None]], dim=-1)
         states = self.dropout(self.norm(self.feature(features) + self.geometry(geometry)))
-        return states, masked_mean(states, mask)
+        return states, masked_mean(self.pool_mlp(states), mask)
 
 
 @ENCODERS.register("small_text_transformer")

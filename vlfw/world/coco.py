@@ -32,7 +32,7 @@ class CocoImage:
         return f"COCO_{self.subset}_{self.image_id:012d}.jpg"
 
 
-def plan_vqa_images(seed: int, counts: dict[str, int], questions_per_image: int = 3,
+def plan_vqa_images(seed: int, counts: dict[str, int], questions_per_image: int = 4,
                     width: int = 128, height: int = 128) -> list[CocoImage]:
     """Scenes and questions of the pool (no rendering): usable alone to study answer balance."""
     rng = make_rng(seed, "coco")

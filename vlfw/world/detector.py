@@ -2,7 +2,12 @@
 
 Boxes are the true objects' boxes with jitter plus a few false positives; class probabilities
 lean towards the true class; appearance features come from a frozen random CNN pooled with
-torchvision.ops.roi_align, so they really depend on the pixels inside each box.
+torchvision.ops.roi_align, so they really depend on the pixels inside each box. A random CNN keeps
+colour well but shape poorly (a linear probe read shape from 43% of objects), whereas the class is
+linearly readable from real bottom-up-attention features, whose class head is one linear layer on
+them. So each feature also carries the detector's belief about the class: its class probabilities
+times a fixed, seeded non-negative embedding per class (`class_embeddings`), as sure or as wrong
+as the detection itself.
 """
 
 from __future__ import annotations
@@ -44,6 +49,15 @@ class FrozenBackbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.layers(images)
+
+
+def class_embeddings(feature_dim: int, scale: float = 0.3) -> torch.Tensor:
+    """(len(CLASSES), feature_dim) fixed non-negative class patterns, on the scale of the CNN features.
+
+    Rows are ReLU'd Gaussians times `scale` (norm about 3 at 256-d, like the pooled CNN features).
+    """
+    gen = torch.Generator().manual_seed(DETECTOR_SEED + 1)
+    return torch.randn(len(CLASSES), feature_dim, generator=gen).clamp_min(0) * scale
 
 
 def detect(scene: Scene, rng: np.random.Generator, max_boxes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +103,7 @@ class FeatureWriter:
         self.tsv = open(self.tsv_path, "w", encoding="utf-8", newline="\n")
         self.feature_dim, self.max_boxes, self.seed = feature_dim, max_boxes, seed
         self.backbone, self.batch_size = backbone, batch_size
+        self.class_embeddings = class_embeddings(feature_dim)
         self.pending: list[tuple[str, str, Scene, np.ndarray]] = []
         self.count = 0
 
@@ -109,7 +124,9 @@ class FeatureWriter:
                 detections.append((boxes, probs))
                 rois.append(torch.cat([torch.full((len(boxes), 1), float(k)), torch.from_numpy(boxes)], dim=1))
             pooled = roi_align(fmap, torch.cat(rois), output_size=(3, 3), spatial_scale=1 / 8,
-                               sampling_ratio=2, aligned=True).mean(dim=(2, 3)).numpy().astype(np.float32)
+                               sampling_ratio=2, aligned=True).mean(dim=(2, 3))
+            probs = torch.from_numpy(np.concatenate([p for _, p in detections]))
+            pooled = (pooled + probs @ self.class_embeddings).numpy().astype(np.float32)
         offset = 0
         for (image_id, stem, scene, _), (boxes, probs) in zip(self.pending, detections):
             feats = np.ascontiguousarray(pooled[offset:offset + len(boxes)])

@@ -150,7 +150,11 @@ def plan_image(rng: np.random.Generator, templates: list[str], width: int, heigh
         n = int(rng.integers(2, 7))
         objs = [WorldObject(pick(rng, SHAPES), pick(rng, COLOR_NAMES), pick(rng, ["small", "large"]))
                 for _ in range(n)]
-        planned = [{"template": t, "target": y, "args": _plan_objects(rng, t, y, objs)} for t, y in targets]
+        planned = [{"template": t, "target": y} for t, y in targets]
+        # "exists" is planned last: it only reads the objects, so the other templates' edits
+        # cannot turn its planned yes into no (which unbalanced its answers).
+        for q in sorted(planned, key=lambda q: q["template"] == "exists"):
+            q["args"] = _plan_objects(rng, q["template"], q["target"], objs)
         scene = sample_scene(rng, width, height, objects=objs)
         ok = True
         for q in planned:
@@ -171,12 +175,10 @@ def plan_image(rng: np.random.Generator, templates: list[str], width: int, heigh
         if ok and all(answer(scene, q) == q["target"] for q in planned):
             break
     for q in planned:
-        q["answer"] = answer(scene, q) if ok else "?"
-    if not ok or any(q["answer"] == "?" for q in planned):
-        # Very rare: fall back to questions answered by the last scene, still true.
-        planned = [q for q in planned if q["template"] != "relation" and answer(scene, q) != "?"]
-        for q in planned:
-            q["answer"] = answer(scene, q)
+        q["answer"] = answer(scene, q) if q["template"] != "relation" or "a_shape" in q["args"] else "?"
+    # Rarely no scene satisfies every target: keep the questions whose answer is still the drawn
+    # target (true of the scene and keeping the balance), drop the others.
+    planned = [q for q in planned if q["answer"] == q["target"]]
     for q in planned:
         q["question"], q["question_type"] = _question_text(rng, q)
         q["answer_type"] = ("yes/no" if q["template"] in ("exists", "relation")
