@@ -11,8 +11,9 @@ import time
 
 import torch
 
+from vlfw.metrics.rerank import reranked_ranks
 from vlfw_vlmo.model import VLMo
-from vlfw_vlmo.rerank import ITMReranker, itm_scores, reranked_ranks
+from vlfw_vlmo.rerank import ITMReranker, itm_scores
 
 
 @torch.no_grad()

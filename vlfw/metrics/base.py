@@ -12,12 +12,13 @@ from vlfw.data.batch import Batch
 
 
 class Metric:
-    """reset() / update(batch, outputs) / compute() -> {name: value}.
+    """reset() / [bind_model(model)] / update(batch, outputs) / compute() -> {name: value}.
 
     `update` calls `self.add(key, record)` once per sample, keyed by something unique to the
     sample (its dataset index). Records are merged by key across ranks, which also drops the
     duplicates a distributed sampler pads the last batch with. Subclasses implement
     `summarize(records)`. `primary` names the value used to select the best checkpoint.
+    `bind_model(model)` hands a metric the evaluated model (optional; see its docstring).
     """
 
     primary: str = ""
@@ -29,6 +30,14 @@ class Metric:
 
     def reset(self) -> None:
         self._records: dict[Hashable, Any] = {}
+
+    def bind_model(self, model: torch.nn.Module) -> None:
+        """Called by the evaluator before each evaluation pass (after `reset`) with the model
+        being evaluated, unwrapped from DDP / torch.compile. Default: nothing.
+
+        A metric that needs the model after `update` (e.g. retrieval re-ranking in `summarize`)
+        keeps it in an attribute, never in a record: records are pickled and gathered across ranks.
+        """
 
     def add(self, key: Hashable, record: Any) -> None:
         self._records[key] = record

@@ -15,6 +15,7 @@ from vlfw.data.batch import Batch
 from vlfw.data.samplers import ShardedEvalSampler
 from vlfw.datasets.base import DatasetBuilder
 from vlfw.metrics.base import Metric
+from vlfw.runner.build import unwrap
 from vlfw.runner.distributed import DistributedContext, all_gather_object
 
 log = logging.getLogger("vlfw.runner")
@@ -73,8 +74,10 @@ class Evaluator:
                             collate_fn=builder.collate, num_workers=self.num_workers,
                             pin_memory=self.pin_memory, generator=generator)
         metrics = self.metrics.get(name, [])
+        plain_model = unwrap(model)  # what a metric may call outside forward (see Metric.bind_model)
         for metric in metrics:
             metric.reset()
+            metric.bind_model(plain_model)
         rows: list[tuple[int | None, dict]] | None = [] if write_predictions else None
         seen = 0
         bar = tqdm(loader, desc=f"{split}/{name}", leave=False, dynamic_ncols=True,

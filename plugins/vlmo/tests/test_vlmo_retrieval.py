@@ -1,5 +1,6 @@
 """Retrieval: recall from the model's dual-encoder outputs vs a brute-force ranking; vlmo_itc; ITM re-ranking
-(the function, the rank arithmetic, and the metric driven by model_config.vlmo.retrieval.rerank_k)."""
+(`itm_rerank`, VLMo as vlfw's PairScoringModel, and vlfw's retrieval_recall driven by
+model_config.vlmo.retrieval.rerank_k). The re-rank arithmetic itself is tested in tests/metrics/test_rerank.py."""
 
 import math
 
@@ -9,10 +10,12 @@ import torch.nn.functional as F
 
 from vlmo_helpers import make_batch, make_model
 from vlfw.errors import ConfigError
-from vlfw.metrics.retrieval import RetrievalRecall, retrieval_recall_at_k
+from vlfw.metrics.rerank import PairScoringModel, pair_scorer, rerank_k_of, reranked_ranks
+from vlfw.metrics.retrieval import RetrievalRecall, recall_from_ranks, retrieval_recall_at_k
+from vlfw.registry import METRICS
 from vlfw_vlmo.losses import VLMoContrastiveLoss
 from vlfw_vlmo.metrics import VLMoRetrievalRecall
-from vlfw_vlmo.rerank import ITMReranker, itm_rerank, recall_from_ranks, reranked_ranks
+from vlfw_vlmo.rerank import itm_rerank
 
 
 def brute_force(images, texts, owners, k):
@@ -132,7 +135,7 @@ def encode_retrieval_batch(model):
 def test_rerank_covering_all_candidates_is_brute_force_itm_ranking(model):
     batch, ids, mask, owners, out, texts = encode_retrieval_batch(model)
     expected = ranks_by_score(all_pair_itm(model, batch), owners)
-    scorer = ITMReranker(model, k=len(texts), batch_size=5).scorer(batch.image, ids, mask)
+    scorer = pair_scorer(model, batch.image, ids, mask, batch_size=5)
     got = reranked_ranks(out["image_embeddings"], texts, owners, scorer, k=len(texts))
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     # and the ITM order differs from the dual encoder's here, so the test can tell them apart
@@ -140,61 +143,56 @@ def test_rerank_covering_all_candidates_is_brute_force_itm_ranking(model):
     assert not (torch.equal(dual[0], expected[0]) and torch.equal(dual[1], expected[1]))
 
 
-def test_rerank_zero_is_the_dual_encoder_ranking(model):
-    _, _, _, owners, out, texts = encode_retrieval_batch(model)
-    got = reranked_ranks(out["image_embeddings"], texts, owners, None, k=0)
-    expected = ranks_by_score(texts @ out["image_embeddings"].T, owners)
-    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
-    assert recall_from_ranks(*got, ks=(1, 2)) == retrieval_recall_at_k(out["image_embeddings"], texts, owners, (1, 2))
+def test_vlmo_is_a_pair_scoring_model_with_the_itm_margin(model):
+    batch = make_batch("coco_retrieval", batch=3)
+    assert isinstance(model, PairScoringModel)
+    assert rerank_k_of(model) == 0 and rerank_k_of(make_model(retrieval={"rerank_k": 4})) == 4
+    assert model.retrieval_rerank_batch_size() == 64
+    with torch.no_grad():
+        logits = model.itm_logits(batch.image, batch.input_ids, batch.attention_mask)
+        scores = model.score_pairs(batch.image, batch.input_ids, batch.attention_mask)
+    assert torch.equal(scores, logits[:, 1] - logits[:, 0])
 
 
-def test_rerank_of_the_top_k_then_the_dual_encoder_order():
-    """k between 0 and all: the top k by similarity reordered by the scorer, then the rest."""
-    generator = torch.Generator().manual_seed(0)
-    images, texts = torch.randn(6, 4, generator=generator), torch.randn(13, 4, generator=generator)
-    owners = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 5])
-    itm = torch.randn(13, 6, generator=generator)  # a made-up scorer: itm[text, image]
-    similarity = texts @ images.T
-    k = 3
-
-    def position(sim_row, itm_row, is_answer):
-        top = sim_row.argsort(descending=True)[:k]
-        rest = sim_row.argsort(descending=True)[k:]
-        order = torch.cat([top[itm_row[top].argsort(descending=True)], rest])
-        return int(is_answer[order].nonzero()[0])
-
-    text_ranks = [position(similarity[t], itm[t], torch.arange(6) == owners[t]) for t in range(13)]
-    image_ranks = [position(similarity[:, i], itm[:, i], owners == i) for i in range(6)]
-    got = reranked_ranks(images, texts, owners, lambda i, t: itm[t, i], k=k, chunk_size=4)
-    assert got[0].tolist() == text_ranks and got[1].tolist() == image_ranks
-    assert text_ranks != ranks_by_score(similarity, owners)[0].tolist()  # the re-rank moved something
+def evaluate_retrieval(metric, model, batch):
+    """What the evaluator does: bind the model, update with its outputs, compute."""
+    metric.bind_model(model)
+    with torch.no_grad():
+        out = model(batch)
+        metric.update(batch, out)
+        return out, metric.compute()
 
 
-def test_rerank_k_option_drives_the_retrieval_metric():
+def test_rerank_k_option_drives_vlfw_retrieval_recall():
     batch = retrieval_batch()
     _, _, owners = flat_texts(batch)
     reranking = make_model(retrieval={"rerank_k": 100})
     plain = make_model()
-    metric = VLMoRetrievalRecall(ks=(1, 2))
-    with torch.no_grad():
-        out = reranking(batch)
-        metric.update(batch, out)
-        got = metric.compute()
+    out, got = evaluate_retrieval(METRICS.build("retrieval_recall", ks=(1, 2)), reranking, batch)
     expected = recall_from_ranks(*ranks_by_score(all_pair_itm(reranking, batch), owners), ks=(1, 2))
     assert got.pop("rerank_k") == 100.0
     assert got == pytest.approx(expected)
-    # off (k = 0): no scorer in the outputs, and the metric is vlfw's dual-encoder recall
-    with torch.no_grad():
-        out = plain(batch)
-    assert "itm_reranker" not in out
-    metric.reset()
-    metric.update(batch, out)
+    texts = out["text_embeddings"][batch.text_mask]
+    assert got != pytest.approx(retrieval_recall_at_k(out["image_embeddings"], texts, owners, (1, 2)))
+    # the model hands nothing to the metric through its outputs, at evaluation or in training
+    assert set(out) == {"image_embeddings", "text_embeddings", "logit_scale"}
+    reranking.train()
+    assert set(reranking(make_batch("coco_retrieval"))) == {"image_embeddings", "text_embeddings", "logit_scale"}
+    # off (k = 0): vlfw's dual-encoder recall, bit for bit
+    out, off = evaluate_retrieval(RetrievalRecall(ks=(1, 2)), plain, batch)
     core = RetrievalRecall(ks=(1, 2))
     core.update(batch, out)
-    assert metric.compute() == core.compute()
-    # training batches never carry the scorer
-    reranking.train()
-    assert "itm_reranker" not in reranking(make_batch("coco_retrieval"))
+    assert off == core.compute() and "rerank_k" not in off
+
+
+def test_vlmo_retrieval_recall_is_an_alias_of_retrieval_recall():
+    assert issubclass(VLMoRetrievalRecall, RetrievalRecall)
+    assert METRICS.get("vlmo_retrieval_recall") is VLMoRetrievalRecall
+    batch = retrieval_batch()
+    reranking = make_model(retrieval={"rerank_k": 2})
+    _, alias = evaluate_retrieval(METRICS.build("vlmo_retrieval_recall", ks=(1, 2)), reranking, batch)
+    _, core = evaluate_retrieval(RetrievalRecall(ks=(1, 2)), reranking, batch)
+    assert alias == core and alias["rerank_k"] == 2.0
 
 
 def test_rerank_k_must_not_be_negative():

@@ -46,7 +46,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "loss_weights": {"itc": 1.0, "itm": 1.0, "mlm": 0.25, "mim": 1.0},
     "mim_mask_ratio": 0.4,
     # retrieval evaluation: re-rank each query's dual-encoder top `rerank_k` by the ITM head
-    # (0 = dual encoder only); applied by the metric vlmo_retrieval_recall
+    # (0 = dual encoder only); applied by the core retrieval_recall metric (Metric.bind_model)
     "retrieval": {"rerank_k": 0, "rerank_batch_size": 64},
     "heads": {},
 }

@@ -20,7 +20,6 @@ from vlfw_vlmo import objectives
 from vlfw_vlmo.config import DEFAULT_CONFIG, STAGES, resolve_sizes
 from vlfw_vlmo.embeddings import ImageEmbeddings, TextEmbeddings
 from vlfw_vlmo.mome import MoMETransformer
-from vlfw_vlmo.rerank import ITMReranker
 from vlfw_vlmo.stages import apply_stage
 
 log = logging.getLogger(__name__)
@@ -90,8 +89,8 @@ class VLMo(BaseModel):
             raise ConfigError("model_config.vlmo.retrieval.rerank_k must be >= 0 (0 = off) and "
                               f"rerank_batch_size >= 1, got {self.rerank_k} and {self.rerank_batch_size}")
         if self.rerank_k and "retrieval" in tasks:
-            log.info("vlmo: retrieval evaluation re-ranks the dual encoder's top %d by ITM; the metric "
-                     "vlmo_retrieval_recall applies it (vlfw's retrieval_recall would ignore it)", self.rerank_k)
+            log.info("vlmo: retrieval evaluation re-ranks the dual encoder's top %d by ITM "
+                     "(applied by the retrieval_recall metric)", self.rerank_k)
 
     # -- the three ways to run the one set of weights ---------------------------------------
     @staticmethod
@@ -151,6 +150,20 @@ class VLMo(BaseModel):
                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.itm_head(self.pooled_pair(images, input_ids, attention_mask))
 
+    # -- vlfw.metrics.rerank.PairScoringModel: ITM re-ranking of retrieval evaluation ---------
+    def retrieval_rerank_k(self) -> int:
+        """model_config.vlmo.retrieval.rerank_k (0 = dual encoder only)."""
+        return self.rerank_k
+
+    def retrieval_rerank_batch_size(self) -> int:
+        return self.rerank_batch_size
+
+    def score_pairs(self, images: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """ITM match score of each (images[i], input_ids[i]): 'match' minus 'no match' logit, (n,)."""
+        logits = self.itm_logits(images, input_ids, attention_mask).float()
+        return logits[:, 1] - logits[:, 0]
+
     # -- tasks -------------------------------------------------------------------------------
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         task = self.heads.task(batch)
@@ -168,8 +181,6 @@ class VLMo(BaseModel):
             image = self.itc_image_projection(self.encode_image(batch.image)[:, 0])
             outputs = self.heads({"image_pooled": image, "text_pooled": text}, batch)
             outputs["logit_scale"] = self.logit_scale
-            if self.rerank_k and not self.training:
-                outputs["itm_reranker"] = ITMReranker(self, self.rerank_k, self.rerank_batch_size)
             return outputs
         if task == "nlvr2":
             images = batch.image  # (B, 2, 3, H, W): one fused pass per image, batched together

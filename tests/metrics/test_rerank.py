@@ -1,0 +1,215 @@
+"""Re-ranking retrieval with a model that scores pairs (vlfw.metrics.rerank) and retrieval_recall
+driven by the bound model: the rank arithmetic, k = 0, k covering every candidate, gathering."""
+
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from vlfw.data.batch import Batch
+from vlfw.metrics.rerank import PairScoringModel, pair_scorer, rerank_k_of, reranked_ranks
+from vlfw.metrics.retrieval import RetrievalRecall, recall_from_ranks, retrieval_recall_at_k
+
+IMAGES, CAPTIONS, DIM = 6, 2, 4
+
+
+class FakePairModel(nn.Module):
+    """Scores pair (image i, text t) by table[t, i]. An image's pixels hold its index, a caption's
+    first id holds its text index (+1: 0 is padding). Records every score_pairs call size."""
+
+    def __init__(self, table: torch.Tensor, k: int, batch_size: int = 4) -> None:
+        super().__init__()
+        self.register_buffer("table", table)
+        self.k, self.batch_size = k, batch_size
+        self.calls: list[int] = []
+        self.unpicklable = lambda: None  # pickling anything that holds the model fails
+
+    def retrieval_rerank_k(self) -> int:
+        return self.k
+
+    def retrieval_rerank_batch_size(self) -> int:
+        return self.batch_size
+
+    def score_pairs(self, images, input_ids, attention_mask):
+        assert attention_mask is not None and attention_mask.shape == input_ids.shape
+        self.calls.append(len(images))
+        image = images[:, 0, 0, 0].round().long()
+        text = input_ids[:, 0] - 1
+        return self.table[text, image]
+
+
+def retrieval_data(seed=0):
+    """IMAGES images with CAPTIONS captions each (image 4 has one); embeddings and a pair-score table."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(IMAGES, DIM, generator=g)
+    texts = images[:, None, :] + 1.2 * torch.randn(IMAGES, CAPTIONS, DIM, generator=g)
+    mask = torch.ones(IMAGES, CAPTIONS, dtype=torch.bool)
+    mask[4, 1] = False
+    table = torch.randn(IMAGES * CAPTIONS, IMAGES, generator=g)  # table[text slot, image]
+    return images, texts, mask, table
+
+
+def batch_of(rows, mask, length):
+    """The batch of these image rows: pixels = image index, caption ids (B, K, length) led by text slot + 1."""
+    rows = torch.as_tensor(rows)
+    slots = rows[:, None] * CAPTIONS + torch.arange(CAPTIONS)[None, :]
+    ids = torch.full((len(rows), CAPTIONS, length), 7)
+    ids[:, :, 0] = slots + 1
+    attention = torch.ones_like(ids)
+    attention[:, :, -1] = 0
+    return Batch(index=rows.clone(), image=rows.float()[:, None, None, None].expand(-1, 3, 2, 2).clone(),
+                 input_ids=ids, attention_mask=attention, text_mask=mask[rows])
+
+
+def outputs_of(rows, images, texts):
+    rows = torch.as_tensor(rows)
+    return {"image_embeddings": images[rows], "text_embeddings": texts[rows]}
+
+
+def flat(texts, mask):
+    owners = torch.arange(IMAGES)[:, None].expand(IMAGES, CAPTIONS)[mask]
+    slots = torch.arange(IMAGES * CAPTIONS).view(IMAGES, CAPTIONS)[mask]
+    return texts[mask], owners, slots
+
+
+def ranks_by_score(scores, owners):
+    """Ranks when `scores` (T, I) orders every candidate: strictly higher scores come first."""
+    own = scores.gather(1, owners[:, None])
+    text_ranks = (scores > own).sum(dim=1)
+    image_ranks = [int((scores[:, i] > scores[owners == i, i].max()).sum()) for i in range(scores.shape[1])]
+    return text_ranks, torch.tensor(image_ranks)
+
+
+def evaluate(metric, model, images, texts, mask, parts=((0, 1, 2), (3, 4, 5)), lengths=(5, 3)):
+    metric.bind_model(model)
+    for rows, length in zip(parts, lengths):  # batches of different caption lengths
+        metric.update(batch_of(rows, mask, length), outputs_of(rows, images, texts))
+    return metric.compute()
+
+
+# -- the rank arithmetic ---------------------------------------------------------------------
+
+def test_rerank_zero_is_the_dual_encoder_ranking():
+    images, texts, mask, _ = retrieval_data()
+    real, owners, _ = flat(texts, mask)
+    got = reranked_ranks(images, real, owners, None, k=0)
+    expected = ranks_by_score(real @ images.T, owners)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    assert recall_from_ranks(*got, ks=(1, 2)) == retrieval_recall_at_k(images, real, owners, (1, 2))
+
+
+def test_rerank_of_the_top_k_then_the_dual_encoder_order():
+    """k between 0 and all: the top k by similarity reordered by the scorer, then the rest."""
+    generator = torch.Generator().manual_seed(0)
+    images, texts = torch.randn(6, 4, generator=generator), torch.randn(13, 4, generator=generator)
+    owners = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 5])
+    itm = torch.randn(13, 6, generator=generator)  # a made-up scorer: itm[text, image]
+    similarity = texts @ images.T
+    k = 3
+
+    def position(sim_row, itm_row, is_answer):
+        top = sim_row.argsort(descending=True)[:k]
+        rest = sim_row.argsort(descending=True)[k:]
+        order = torch.cat([top[itm_row[top].argsort(descending=True)], rest])
+        return int(is_answer[order].nonzero()[0])
+
+    text_ranks = [position(similarity[t], itm[t], torch.arange(6) == owners[t]) for t in range(13)]
+    image_ranks = [position(similarity[:, i], itm[:, i], owners == i) for i in range(6)]
+    got = reranked_ranks(images, texts, owners, lambda i, t: itm[t, i], k=k, chunk_size=4)
+    assert got[0].tolist() == text_ranks and got[1].tolist() == image_ranks
+    assert text_ranks != ranks_by_score(similarity, owners)[0].tolist()  # the re-rank moved something
+
+
+def test_ties_resolve_in_the_query_favour():
+    images = torch.eye(2)
+    texts = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    everything_ties = lambda i, t: torch.zeros(len(i))  # noqa: E731
+    text_ranks, image_ranks = reranked_ranks(images, texts, torch.tensor([0, 1]), everything_ties, k=2)
+    assert text_ranks.tolist() == [0, 0] and image_ranks.tolist() == [0, 0]
+
+
+def test_pair_scorer_chunks_the_pairs_and_indexes_the_pools():
+    table = torch.arange(12.0).view(4, 3)
+    model = FakePairModel(table, k=1, batch_size=2)
+    images = torch.arange(3.0)[:, None, None, None].expand(-1, 3, 2, 2)
+    ids = torch.arange(1, 5)[:, None].repeat(1, 3)
+    scorer = pair_scorer(model, images, ids, torch.ones_like(ids))
+    image_index, text_index = torch.tensor([2, 0, 1, 1, 0]), torch.tensor([3, 3, 0, 2, 1])
+    assert scorer(image_index, text_index).tolist() == table[text_index, image_index].tolist()
+    assert model.calls == [2, 2, 1]
+
+
+def test_rerank_k_of_a_model():
+    assert rerank_k_of(nn.Linear(2, 2)) == 0 and rerank_k_of(None) == 0
+    model = FakePairModel(torch.zeros(1, 1), k=3)
+    assert isinstance(model, PairScoringModel) and rerank_k_of(model) == 3
+    model.k = -1
+    with pytest.raises(ValueError, match="retrieval_rerank_k"):
+        rerank_k_of(model)
+
+
+# -- retrieval_recall with a bound model -----------------------------------------------------
+
+def test_k_zero_is_exactly_the_dual_encoder_metric():
+    images, texts, mask, table = retrieval_data()
+    plain = evaluate(RetrievalRecall(ks=(1, 2)), None, images, texts, mask)
+    real, owners, _ = flat(texts, mask)
+    assert plain == retrieval_recall_at_k(images, real, owners, (1, 2))
+    for model in (FakePairModel(table, k=0), nn.Linear(2, 2)):
+        metric = RetrievalRecall(ks=(1, 2))
+        assert evaluate(metric, model, images, texts, mask) == plain  # bit-identical, no rerank_k
+        assert "pixels" not in metric.records()[0]  # and nothing more is kept
+    assert FakePairModel(table, k=0).calls == []
+
+
+def test_k_covering_every_candidate_is_the_brute_force_pair_ranking():
+    images, texts, mask, table = retrieval_data()
+    real, owners, slots = flat(texts, mask)
+    model = FakePairModel(table, k=IMAGES * CAPTIONS, batch_size=4)
+    got = evaluate(RetrievalRecall(ks=(1, 2)), model, images, texts, mask)
+    assert got.pop("rerank_k") == float(IMAGES * CAPTIONS)
+    expected = recall_from_ranks(*ranks_by_score(table[slots], owners), ks=(1, 2))
+    assert got == pytest.approx(expected)
+    dual = retrieval_recall_at_k(images, real, owners, (1, 2))
+    assert got != pytest.approx(dual)  # the data tell the two orders apart
+    assert model.calls and max(model.calls) <= 4  # at most batch_size pairs per call
+    assert sum(model.calls) == len(real) * IMAGES + IMAGES * len(real)  # (T + I) x min(k, candidates)
+
+
+def test_intermediate_k_matches_the_rank_arithmetic():
+    images, texts, mask, table = retrieval_data(seed=3)
+    real, owners, slots = flat(texts, mask)
+    model = FakePairModel(table, k=2)
+    got = evaluate(RetrievalRecall(ks=(1, 2, 5), chunk_size=2), model, images, texts, mask)
+    ranks = reranked_ranks(images, real, owners, lambda i, t: table[slots[t], i], k=2)
+    assert got == {**recall_from_ranks(*ranks, ks=(1, 2, 5)), "rerank_k": 2.0}
+
+
+def test_reranked_records_gather_across_ranks():
+    """Two ranks' records (pickled as all_gather_object does, the padded duplicate included) give
+    the single-process value; no record holds the model."""
+    images, texts, mask, table = retrieval_data()
+    model = FakePairModel(table, k=3)
+    single = evaluate(RetrievalRecall(ks=(1, 2)), model, images, texts, mask)
+    first, second, merged = RetrievalRecall(ks=(1, 2)), RetrievalRecall(ks=(1, 2)), RetrievalRecall(ks=(1, 2))
+    for metric in (first, second, merged):
+        metric.bind_model(model)
+    first.update(batch_of([0, 1, 2], mask, 5), outputs_of([0, 1, 2], images, texts))
+    second.update(batch_of([3, 4, 5, 0], mask, 3), outputs_of([3, 4, 5, 0], images, texts))
+    with pytest.raises(Exception):
+        pickle.dumps(model)  # so the dumps below prove the records hold no reference to it
+    parts = [pickle.loads(pickle.dumps(metric._records)) for metric in (first, second)]
+    merged._records = {**parts[0], **parts[1]}
+    assert merged.compute() == single
+    assert single["rerank_k"] == 3.0
+    assert pickle.loads(pickle.dumps(merged))._scoring_model is None
+
+
+def test_records_collected_before_binding_are_an_error():
+    images, texts, mask, table = retrieval_data()
+    metric = RetrievalRecall()
+    metric.update(batch_of([0, 1], mask, 4), outputs_of([0, 1], images, texts))
+    metric.bind_model(FakePairModel(table, k=2))
+    with pytest.raises(ValueError, match="bind_model"):
+        metric.compute()

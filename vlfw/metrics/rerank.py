@@ -1,0 +1,142 @@
+"""Re-ranking retrieval with a model that scores (image, text) pairs, e.g. an ITM / fusion head.
+
+A dual encoder ranks every candidate by embedding similarity; a model implementing
+`PairScoringModel` can then re-score each query's top k candidates with a (more expensive) pair
+scorer. The re-ranked order of one query's candidates is: the dual encoder's top k, reordered by
+the pair score, then every other candidate in dual-encoder order. k = 0 is the dual encoder
+alone; k >= the number of candidates is a brute-force ranking of all of them by the pair score.
+Cost: (T + I) x k scored pairs for T texts and I images instead of T x I.
+
+`retrieval_recall` applies it when the model bound by the evaluator (`Metric.bind_model`)
+implements the protocol and asks for k > 0.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, runtime_checkable
+
+import torch
+
+# (image_index (n,), text_index (n,)) -> match score (n,), higher = better match
+PairScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@runtime_checkable
+class PairScoringModel(Protocol):
+    """What a model implements to have its retrieval evaluation re-ranked (a duck type).
+
+    `retrieval_rerank_k()`: how many of each query's dual-encoder candidates to re-score (0 = off).
+    `retrieval_rerank_batch_size()`: at most this many pairs go into one `score_pairs` call.
+    `score_pairs(images, input_ids, attention_mask)`: images (n, 3, H, W), input_ids and
+    attention_mask (n, L) on the model's device, row i being one (image, text) pair; returns the
+    (n,) match scores, higher = better. Called in eval mode without gradients.
+    """
+
+    def retrieval_rerank_k(self) -> int: ...
+
+    def retrieval_rerank_batch_size(self) -> int: ...
+
+    def score_pairs(self, images: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor | None) -> torch.Tensor: ...
+
+
+def rerank_k_of(model: object) -> int:
+    """The model's re-rank k: 0 when it does not implement `PairScoringModel`."""
+    if model is None or not isinstance(model, PairScoringModel):
+        return 0
+    k = model.retrieval_rerank_k()
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"{type(model).__name__}.retrieval_rerank_k() must return an int >= 0 (0 = off), got {k!r}")
+    return k
+
+
+def _device_of(model: object) -> torch.device:
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def score_pairs_in_chunks(model: PairScoringModel, images: torch.Tensor, input_ids: torch.Tensor,
+                          attention_mask: torch.Tensor | None, image_index: torch.Tensor,
+                          text_index: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """`model.score_pairs` of each (images[image_index[i]], input_ids[text_index[i]]), as a CPU float (n,).
+
+    The pools may live on the CPU; only `batch_size` pairs at a time move to the model's device."""
+    if int(batch_size) < 1:
+        raise ValueError(f"re-rank batch size must be >= 1, got {batch_size}")
+    device = _device_of(model)
+    scores = []
+    for start in range(0, len(image_index), int(batch_size)):
+        i = image_index[start:start + int(batch_size)]
+        t = text_index[start:start + int(batch_size)]
+        mask = None if attention_mask is None else attention_mask[t].to(device)
+        chunk = model.score_pairs(images[i].to(device), input_ids[t].to(device), mask)
+        scores.append(chunk.detach().float().reshape(-1).cpu())
+    return torch.cat(scores) if scores else torch.empty(0)
+
+
+def pair_scorer(model: PairScoringModel, images: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None, batch_size: int | None = None) -> PairScorer:
+    """A PairScorer over these images (I, 3, H, W) and texts (T, L), in chunks of `batch_size`
+    pairs (default: the model's `retrieval_rerank_batch_size()`)."""
+    size = int(model.retrieval_rerank_batch_size() if batch_size is None else batch_size)
+    return lambda image_index, text_index: score_pairs_in_chunks(model, images, input_ids, attention_mask,
+                                                                 image_index, text_index, size)
+
+
+def _as_float_cpu(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().float().cpu()
+
+
+@torch.no_grad()
+def reranked_ranks(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, text_to_image: torch.Tensor,
+                   score_pairs: PairScorer | None, k: int, chunk_size: int = 256
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-based rank of the right answer of every query in the re-ranked order.
+
+    text->image: the rank of the text's image; image->text: the rank of the image's best-placed
+    caption. As in `retrieval_recall_at_k`, a rank counts the candidates placed strictly before
+    the answer, so exact ties resolve in the query's favour. Only `chunk_size` queries' rows of
+    the similarity matrix exist at a time. Returns (text_ranks (T,), image_ranks (I,)).
+    """
+    images, texts = _as_float_cpu(image_embeddings), _as_float_cpu(text_embeddings)
+    targets = torch.as_tensor(text_to_image, dtype=torch.long).reshape(-1).cpu()
+    num_images, num_texts = images.shape[0], texts.shape[0]
+    if targets.numel() != num_texts:
+        raise ValueError(f"text_to_image has {targets.numel()} entries for {num_texts} texts")
+    k = int(k)
+    if k < 0:
+        raise ValueError(f"re-rank k must be >= 0, got {k}")
+    if k > 0 and score_pairs is None:
+        raise ValueError("re-ranking with k > 0 needs a pair scorer")
+
+    def ranks(similarity: torch.Tensor, own: torch.Tensor, queries: torch.Tensor, text_queries: bool):
+        """similarity (c, N); own (c, N) bool: the query's right answers."""
+        best = similarity.masked_fill(~own, float("-inf")).max(dim=1, keepdim=True).values
+        top_k = min(k, similarity.shape[1])
+        if top_k == 0:
+            return (similarity > best).sum(dim=1)
+        top = similarity.topk(top_k, dim=1).indices                           # (c, k)
+        owners = queries[:, None].expand_as(top).reshape(-1)
+        pairs = (top.reshape(-1), owners) if text_queries else (owners, top.reshape(-1))
+        scores = _as_float_cpu(score_pairs(*pairs)).view_as(top)
+        hit = own.gather(1, top)
+        best_score = scores.masked_fill(~hit, float("-inf")).max(dim=1, keepdim=True).values
+        in_top = (scores > best_score).sum(dim=1)
+        # no right answer in the top k: it comes after all k, in dual-encoder order among the rest
+        rest = similarity.scatter(1, top, float("-inf"))
+        after_top = top_k + (rest > best).sum(dim=1)
+        return torch.where(hit.any(dim=1), in_top, after_top)
+
+    text_ranks = torch.empty(num_texts, dtype=torch.long)
+    for start in range(0, num_texts, chunk_size):
+        queries = torch.arange(start, min(start + chunk_size, num_texts))
+        own = torch.arange(num_images)[None, :] == targets[queries][:, None]
+        text_ranks[queries] = ranks(texts[queries] @ images.T, own, queries, text_queries=True)
+    image_ranks = torch.empty(num_images, dtype=torch.long)
+    for start in range(0, num_images, chunk_size):
+        queries = torch.arange(start, min(start + chunk_size, num_images))
+        own = targets[None, :] == queries[:, None]
+        image_ranks[queries] = ranks(images[queries] @ texts.T, own, queries, text_queries=False)
+    return text_ranks, image_ranks
