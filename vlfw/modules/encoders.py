@@ -72,8 +72,8 @@ class RegionEncoder(nn.Module):
     states are a linear map of the features (then LayerNorm), so their mean is close to a map of
     the summed features, in which "a red star and a blue square" and "a blue star and a red
     square" nearly coincide; the MLP lets each region write the conjunction of its attributes
-    before the mean. On Shapes VQA this pooling took the late-fusion baseline from the answer
-    priors to 46.8 (docs/benchmarks.md).
+    before the mean. The regions baseline with it: 42.8 on Shapes VQA against the blind 35.5
+    after 3000 updates (docs/benchmarks.md).
     """
 
     def __init__(self, feature_size: int, hidden_size: int, dropout: float = 0.1) -> None:
