@@ -1,7 +1,7 @@
 """Multi-task overhead: time per update of a multi-task run vs. the same batches trained single-task.
 
     python tools/bench/multitask_overhead.py [--config projects/multitask/vlbert_shapes.yaml]
-        [--updates 200] [--rounds 3] [key=value ...]
+        [--updates 200] [--rounds 3] [--switching] [key=value ...]
 
 The multi-task run trains `--updates` updates, each on the dataset its iteration strategy draws.
 Then every dataset is trained alone (a one-dataset run of the same recipe) for exactly the
@@ -72,17 +72,44 @@ def train_updates(trainer: Trainer, count: int) -> tuple[float, list[str]]:
     return time.perf_counter() - start, names
 
 
+def switching(base: list[str], save_dir: str, updates: int, rounds: int) -> None:
+    """One multi-task trainer times `updates` updates in the drawn dataset order and the same
+    updates grouped by dataset, alternating which goes first: the cost of switching datasets
+    between updates, free of the differences between separately built trainers."""
+    trainer = make_trainer(base, f"{save_dir}/switching")
+    warm_up(trainer)
+    drawn = [n for u in range(trainer.update, trainer.update + updates)
+             for n in trainer.iterator.datasets_for_update(u)]
+
+    def timed(schedule: list[str]) -> float:
+        start = trainer.update
+        trainer.iterator.datasets_for_update = lambda update: [schedule[update - start]]
+        return train_updates(trainer, len(schedule))[0]
+
+    print("| round | drawn order (s) | grouped by dataset (s) | drawn / grouped |\n|---|---|---|---|")
+    for index in range(rounds):
+        first, second = (drawn, sorted(drawn)) if index % 2 == 0 else (sorted(drawn), drawn)
+        a, b = timed(first), timed(second)
+        mixed, grouped = (a, b) if index % 2 == 0 else (b, a)
+        print(f"| {index} | {mixed:.2f} | {grouped:.2f} | {mixed / grouped:.3f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="projects/multitask/vlbert_shapes.yaml")
     parser.add_argument("--updates", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--switching", action="store_true",
+                        help="time dataset switching inside one trainer instead (drawn vs grouped order)")
     parser.add_argument("--discard", type=int, default=1,
                         help="leading rounds left out of the median (the process's one-time costs)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
     args = parser.parse_args()
     base = [f"config={args.config}", *args.overrides, f"training.max_updates={args.updates + WARMUP_CAP}"]
     save_dir = tempfile.mkdtemp(prefix="vlfw-mt-overhead-")
+    if args.switching:
+        switching(base, save_dir, args.updates, args.rounds)
+        return
     ratios, rows = [], []
     for round_index in range(args.rounds):
         multi = make_trainer(base, f"{save_dir}/multi")
