@@ -51,12 +51,12 @@ def majority_rates(data_dir: str) -> tuple[float, float]:
 
 
 def train(recipe: str, model: str, size: str, updates: int, save_dir: str, batch_size: int, lr: float,
-          name: str) -> float:
+          name: str, seed: int = 1) -> float:
     config = load_config([
         f"config=projects/baselines/{recipe}", f"model={model}", f"dataset_config.vqa2.shapes.size={size}",
         f"training.max_updates={updates}", f"training.batch_size={batch_size}", f"optimizer.lr={lr}",
         f"training.eval_every={updates}", f"training.checkpoint_every={updates}", "run_type=train_val",
-        f"save_dir={save_dir}/{name}", "training.progress_bar=false",
+        f"save_dir={save_dir}/{name}", "training.progress_bar=false", f"seed={seed}",
     ])
     return run(config)["val/vqa2/vqa_accuracy"]
 
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--save-dir", default=None)
+    parser.add_argument("--seed", type=int, default=1, help="the training seed (the world's is 0)")
     parser.add_argument("--only", nargs="*", default=None,
                         choices=["text_only", "late_fusion", "late_fusion_regions"], help="run only these models")
     args = parser.parse_args()
@@ -81,9 +82,10 @@ def main() -> None:
     for key in args.only or list(runs):
         name, recipe, model = runs[key]
         start = time.time()
-        accuracy = train(recipe, model, args.size, args.updates, save_dir, args.batch_size, args.lr, key)
+        accuracy = train(recipe, model, args.size, args.updates, save_dir, args.batch_size, args.lr, key, args.seed)
         rows.append((name, accuracy, time.time() - start))
-    print(f"\nShapes `{args.size}` VQA v2, val split, {args.updates} updates of batch {args.batch_size}\n")
+    print(f"\nShapes `{args.size}` VQA v2, val split, {args.updates} updates of batch {args.batch_size}, "
+          f"seed {args.seed}\n")
     print("| model | VQA accuracy (val) | train+eval time (s) |\n|---|---|---|")
     for name, accuracy, seconds in rows:
         print(f"| {name} | {accuracy:.2f} | {seconds:.0f} |")
