@@ -93,10 +93,11 @@ def _as_float_cpu(tensor: torch.Tensor) -> torch.Tensor:
 def reranked_ranks(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, text_to_image: torch.Tensor,
                    score_pairs: PairScorer | None, k: int, chunk_size: int = 256
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """0-based rank of the right answer of every query in the re-ranked order.
+    """0-based rank of the right answer of every query in the re-ranked order (k = 0: the
+    dual encoder's order; `retrieval_recall_at_k` is this with k = 0).
 
     text->image: the rank of the text's image; image->text: the rank of the image's best-placed
-    caption. As in `retrieval_recall_at_k`, a rank counts the candidates placed strictly before
+    caption. A rank counts the candidates placed strictly before
     the answer, so exact ties resolve in the query's favour. Only `chunk_size` queries' rows of
     the similarity matrix exist at a time. Returns (text_ranks (T,), image_ranks (I,)).
     """
@@ -105,6 +106,14 @@ def reranked_ranks(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor
     num_images, num_texts = images.shape[0], texts.shape[0]
     if targets.numel() != num_texts:
         raise ValueError(f"text_to_image has {targets.numel()} entries for {num_texts} texts")
+    if num_texts == 0 or num_images == 0:
+        raise ValueError("retrieval recall needs at least one image and one text")
+    if int(targets.min()) < 0 or int(targets.max()) >= num_images:
+        raise ValueError(f"text_to_image must index the {num_images} images")
+    captions_per_image = torch.bincount(targets, minlength=num_images)
+    if bool((captions_per_image == 0).any()):
+        missing = int((captions_per_image == 0).nonzero()[0])
+        raise ValueError(f"image {missing} has no caption: image->text recall is undefined for it")
     k = int(k)
     if k < 0:
         raise ValueError(f"re-rank k must be >= 0, got {k}")

@@ -28,37 +28,7 @@ def retrieval_recall_at_k(
     best caption (a hit when any of its captions is in the top K). Only `chunk_size` rows of the
     similarity matrix exist at a time.
     """
-    images = image_embeddings.detach().float()
-    texts = text_embeddings.detach().float()
-    targets = torch.as_tensor(text_to_image, dtype=torch.long).reshape(-1)
-    num_images, num_texts = images.shape[0], texts.shape[0]
-    if targets.numel() != num_texts:
-        raise ValueError(f"text_to_image has {targets.numel()} entries for {num_texts} texts")
-    if num_texts == 0 or num_images == 0:
-        raise ValueError("retrieval recall needs at least one image and one text")
-    if int(targets.min()) < 0 or int(targets.max()) >= num_images:
-        raise ValueError(f"text_to_image must index the {num_images} images")
-    captions_per_image = torch.bincount(targets, minlength=num_images)
-    if bool((captions_per_image == 0).any()):
-        missing = int((captions_per_image == 0).nonzero()[0])
-        raise ValueError(f"image {missing} has no caption: image->text recall is undefined for it")
-    ks = tuple(int(k) for k in ks)
-
-    text_ranks = torch.empty(num_texts, dtype=torch.long)
-    for start in range(0, num_texts, chunk_size):
-        stop = min(start + chunk_size, num_texts)
-        scores = texts[start:stop] @ images.T  # (c, I)
-        own = scores.gather(1, targets[start:stop, None])
-        text_ranks[start:stop] = (scores > own).sum(dim=1)
-
-    image_ranks = torch.empty(num_images, dtype=torch.long)
-    for start in range(0, num_images, chunk_size):
-        stop = min(start + chunk_size, num_images)
-        scores = images[start:stop] @ texts.T  # (c, T)
-        own = targets[None, :] == torch.arange(start, stop)[:, None]
-        best = scores.masked_fill(~own, float("-inf")).max(dim=1, keepdim=True).values
-        image_ranks[start:stop] = (scores > best).sum(dim=1)
-
+    text_ranks, image_ranks = reranked_ranks(image_embeddings, text_embeddings, text_to_image, None, 0, chunk_size)
     return recall_from_ranks(text_ranks, image_ranks, ks)
 
 
