@@ -2,7 +2,7 @@
 
 import torch
 
-from vlmo_helpers import make_batch
+from vlmo_helpers import make_batch, make_model
 
 
 def perturb(module):
@@ -76,3 +76,55 @@ def test_nlvr2_is_two_fused_passes(model):
         b = model.pooled_pair(batch.image[:, 1], batch.input_ids, batch.attention_mask)
         expected = model.heads.heads["nlvr2"].mlp(torch.cat([a, b], dim=-1))
     assert torch.allclose(logits, expected, atol=1e-5)
+
+
+def _all_modes(model, batch, cls_only):
+    """[CLS] of the image-only, text-only and fused passes, computed fully or with cls_only."""
+    if cls_only:
+        fused = model._fused(batch.image, batch.input_ids, batch.attention_mask, first=1)
+        return (model.encode_image(batch.image, cls_only=True), model.encode_text(batch.input_ids, batch.attention_mask,
+                cls_only=True), fused)
+    return (model.encode_image(batch.image)[:, :1], model.encode_text(batch.input_ids, batch.attention_mask)[:, :1],
+            model.encode_pair(batch.image, batch.input_ids, batch.attention_mask)[0][:, :1])
+
+
+def test_cls_only_last_layer_equals_slicing_the_full_pass():
+    """The [CLS]-only last layer (what pooled heads and ITC use) gives the values and the
+    gradients of the full pass sliced at position 0: with padding, with and without VL-FFN."""
+    for overrides in ({}, {"vl_ffn_layers": 0}, {"shared_ffn": True}):
+        model = make_model(**overrides).train()
+        batch = make_batch("vqa2", batch=3, length=9)
+        batch.attention_mask[1, 6:] = 0
+        batch.input_ids[1, 6:] = 0
+        results = []
+        for cls_only in (False, True):
+            model.zero_grad()
+            outputs = _all_modes(model, batch, cls_only)
+            assert all(o.shape == (3, 1, model.hidden_size) for o in outputs)
+            sum((o * torch.arange(o.shape[-1]).float()).sum() for o in outputs).backward()
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+            results.append(([o.detach() for o in outputs], grads))
+        (full, full_grads), (fast, fast_grads) = results
+        for a, b in zip(full, fast):
+            assert torch.allclose(a, b, atol=1e-5), overrides
+        assert full_grads.keys() == fast_grads.keys()
+        for name in full_grads:
+            assert torch.allclose(full_grads[name], fast_grads[name], atol=1e-4, rtol=1e-4), (overrides, name)
+
+
+def test_tiny_init_makes_cls_depend_on_the_input():
+    """At std 0.02 (sized for 768-wide layers) the tiny model's text [T_CLS] embedding is the same
+    for every caption (cosine 1 - 1e-6), which stalls ITC from scratch; the tiny default
+    (1/sqrt(64)) separates them."""
+    batch = make_batch("coco_retrieval", batch=16, length=12)
+    similarity = {}
+    for std in (0.02, None):
+        model = make_model() if std is None else make_model(init_std=std)
+        assert model.init_std == (0.125 if std is None else std)
+        weight = model.transformer.blocks[0].experts["language"].fc1.weight
+        assert abs(float(weight.detach().std()) - model.init_std) < 0.1 * model.init_std
+        with torch.no_grad():
+            text = model.text_embedding(batch.input_ids, batch.attention_mask)
+        similarity[std] = float((text @ text.t())[~torch.eye(16, dtype=torch.bool)].mean())
+    assert similarity[0.02] > 0.99999
+    assert similarity[None] < 0.999

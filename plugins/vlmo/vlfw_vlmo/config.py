@@ -17,6 +17,13 @@ SIZES: dict[str, dict[str, int]] = {
               "image_size": 224, "patch_size": 16},
 }
 
+# std of the truncated-normal init of every Linear layer: 0.02 as BEiT / VLMo for the paper's
+# sizes; the 64-wide tiny model uses 1/sqrt(64) (fan-in scaled), because at 0.02 its [T_CLS] /
+# [I_CLS] hardly depend on the input at init and training from scratch sits on a plateau
+# (plugins/vlmo/README.md, "Training the tiny model from scratch")
+INIT_STD: dict[str, float] = {"tiny": 0.125}
+DEFAULT_INIT_STD = 0.02
+
 STAGES = ("vision", "language", "vision_language", "finetune")
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -35,6 +42,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "dropout": 0.0,
     "drop_path_rate": 0.1,
     "layer_scale_init": 0.1,
+    "init_std": None,        # Linear init std; null = by size (0.02; tiny 0.125)
     "layer_norm_eps": 1.0e-6,
     # pre-training stage: vision | language | vision_language | finetune (finetune freezes nothing)
     "stage": "vision_language",
@@ -50,6 +58,18 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "retrieval": {"rerank_k": 0, "rerank_batch_size": 64},
     "heads": {},
 }
+
+
+def resolve_init_std(config: Any) -> float:
+    """model_config.vlmo.init_std, or the size's default when null."""
+    value = config.get("init_std")
+    if value is None:
+        return INIT_STD.get(str(config.size), DEFAULT_INIT_STD)
+    if float(value) <= 0:
+        from vlfw.errors import ConfigError
+
+        raise ConfigError(f"model_config.vlmo.init_std must be > 0, got {value}")
+    return float(value)
 
 
 def resolve_sizes(config: Any) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Mapping
 
@@ -17,7 +18,7 @@ from vlfw.modules.heads import TaskHeads
 from vlfw.registry import MODELS
 
 from vlfw_vlmo import objectives
-from vlfw_vlmo.config import DEFAULT_CONFIG, STAGES, resolve_sizes
+from vlfw_vlmo.config import DEFAULT_CONFIG, STAGES, resolve_init_std, resolve_sizes
 from vlfw_vlmo.embeddings import ImageEmbeddings, TextEmbeddings
 from vlfw_vlmo.mome import MoMETransformer
 from vlfw_vlmo.stages import apply_stage
@@ -27,9 +28,9 @@ log = logging.getLogger(__name__)
 SUPPORTED_TASKS = {"pretraining", "vqa", "classification", "nlvr2", "retrieval"}
 
 
-def _init_weights(module: nn.Module) -> None:
+def _init_weights(module: nn.Module, std: float = 0.02) -> None:
     if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.trunc_normal_(module.weight, std=std)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):
@@ -72,7 +73,8 @@ class VLMo(BaseModel):
             if info.get("task") == "retrieval" and name not in head_configs:
                 head_configs[name] = {"type": "vlmo_embedding"}
         self.heads = TaskHeads(hidden, task_infos, head_configs, SUPPORTED_TASKS, "vlmo")
-        self.apply(_init_weights)
+        self.init_std = resolve_init_std(c)
+        self.apply(functools.partial(_init_weights, std=self.init_std))
         self.bert_init_report: dict[str, list[str]] | None = None
         if c.init == "bert":
             from vlfw_vlmo.pretrained import load_bert
@@ -102,49 +104,65 @@ class VLMo(BaseModel):
         mask[:, 0] = True  # [T_CLS] always attends: a fully padded caption slot stays finite
         return mask
 
-    def encode_image(self, images: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
+    # `cls_only=True` returns (B, 1, H): position 0 only, and the last layer computes that row
+    # alone (same values as slicing the full output; what every [CLS]-pooled head needs)
+    def encode_image(self, images: torch.Tensor, patch_mask: torch.Tensor | None = None,
+                     cls_only: bool = False) -> torch.Tensor:
         """Image-only pass (V-FFN in every layer): (B, 1 + P, H), position 0 is [I_CLS]."""
         x = self.image_embeddings(images, patch_mask)
         is_text = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
-        return self.transformer(x, None, is_text)
+        return self.transformer(x, None, is_text, first=1 if cls_only else None)
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    cls_only: bool = False) -> torch.Tensor:
         """Text-only pass (L-FFN in every layer): (B, L, H), position 0 is [T_CLS]."""
         mask = self._text_mask(input_ids, attention_mask)
         x = self.text_embeddings(input_ids)
-        return self.transformer(x, mask, torch.ones_like(mask))
+        return self.transformer(x, mask, torch.ones_like(mask), first=1 if cls_only else None)
 
-    def encode_pair(self, images: torch.Tensor, input_ids: torch.Tensor,
-                    attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fused pass over [text; image]: modality experts below, VL-FFN in the top layers.
-
-        Returns (text states (B, L, H), image states (B, 1 + P, H))."""
+    def _fused(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+               first: int | None = None) -> torch.Tensor:
+        """The fused pass over [text; image]: states (B, L + 1 + P, H), or the first `first` rows."""
         text_mask = self._text_mask(input_ids, attention_mask)
         text = self.text_embeddings(input_ids)
         image = self.image_embeddings(images)
         x = torch.cat([text, image.to(text.dtype)], dim=1)
         image_mask = torch.ones(image.shape[:2], dtype=torch.bool, device=x.device)
         is_text = torch.cat([torch.ones_like(text_mask), ~image_mask], dim=1)
-        states = self.transformer(x, torch.cat([text_mask, image_mask], dim=1), is_text, fused=True)
+        return self.transformer(x, torch.cat([text_mask, image_mask], dim=1), is_text, fused=True, first=first)
+
+    def encode_pair(self, images: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused pass over [text; image]: modality experts below, VL-FFN in the top layers.
+
+        Returns (text states (B, L, H), image states (B, 1 + P, H))."""
+        states = self._fused(images, input_ids, attention_mask)
         length = input_ids.shape[1]
         return states[:, :length], states[:, length:]
 
     def pooled_pair(self, images: torch.Tensor, input_ids: torch.Tensor,
                     attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled fused [T_CLS] (Linear + tanh): the vector the ITM/VQA/NLVR2 heads read."""
-        return self.pooler(self.encode_pair(images, input_ids, attention_mask)[0][:, 0])
+        return self.pooler(self._fused(images, input_ids, attention_mask, first=1)[:, 0])
 
-    def image_embedding(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised ITC embedding of [I_CLS] (dual encoder)."""
-        return F.normalize(self.itc_image_projection(self.encode_image(images)[:, 0]), dim=-1)
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """ITC projection of [I_CLS] (dual encoder), not normalised: (B, D)."""
+        return self.itc_image_projection(self.encode_image(images, cls_only=True)[:, 0])
 
-    def text_embedding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalised ITC embedding of [T_CLS]; (B, K, L) ids give (B, K, D)."""
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """ITC projection of [T_CLS], not normalised; (B, L) ids give (B, D), (B, K, L) give (B, K, D)."""
         lead = input_ids.shape[:-1]
         ids = input_ids.reshape(-1, input_ids.shape[-1])
         mask = None if attention_mask is None else attention_mask.reshape(ids.shape)
-        cls = self.encode_text(ids, mask)[:, 0]
-        return F.normalize(self.itc_text_projection(cls), dim=-1).view(*lead, -1)
+        return self.itc_text_projection(self.encode_text(ids, mask, cls_only=True)[:, 0]).view(*lead, -1)
+
+    def image_embedding(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised ITC embedding of [I_CLS] (dual encoder)."""
+        return F.normalize(self.image_features(images), dim=-1)
+
+    def text_embedding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised ITC embedding of [T_CLS]; (B, K, L) ids give (B, K, D)."""
+        return F.normalize(self.text_features(input_ids, attention_mask), dim=-1)
 
     def itm_logits(self, images: torch.Tensor, input_ids: torch.Tensor,
                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -173,13 +191,8 @@ class VLMo(BaseModel):
             raise ConfigError("vlmo works on images (patches): set the dataset's visual: images")
         mask = batch.get("attention_mask")
         if task == "retrieval":
-            ids = batch.input_ids
-            lead = ids.shape[:-1]
-            flat_ids = ids.reshape(-1, ids.shape[-1])
-            flat_mask = None if mask is None else mask.reshape(flat_ids.shape)
-            text = self.itc_text_projection(self.encode_text(flat_ids, flat_mask)[:, 0]).view(*lead, -1)
-            image = self.itc_image_projection(self.encode_image(batch.image)[:, 0])
-            outputs = self.heads({"image_pooled": image, "text_pooled": text}, batch)
+            outputs = self.heads({"image_pooled": self.image_features(batch.image),
+                                  "text_pooled": self.text_features(batch.input_ids, mask)}, batch)
             outputs["logit_scale"] = self.logit_scale
             return outputs
         if task == "nlvr2":
@@ -206,10 +219,7 @@ class VLMo(BaseModel):
         weights = self.config.loss_weights
         clean_ids = batch.input_ids if labels is None else torch.where(labels != -100, labels, batch.input_ids)
         images = batch.image
-        image_cls = self.encode_image(images)[:, 0]
-        text_cls = self.encode_text(clean_ids, mask)[:, 0]
-        contrast = objectives.contrastive_loss(F.normalize(self.itc_image_projection(image_cls), dim=-1),
-                                               F.normalize(self.itc_text_projection(text_cls), dim=-1),
+        contrast = objectives.contrastive_loss(self.image_embedding(images), self.text_embedding(clean_ids, mask),
                                                self.logit_scale)
         losses = {"loss/itc": float(weights.itc) * contrast.loss}
         text_mask = self._text_mask(clean_ids, mask)

@@ -69,13 +69,23 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(hidden, hidden)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """attn_mask: None (every key is real) or (B, 1, 1, N) bool, True = attend."""
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, queries: int | None = None) -> torch.Tensor:
+        """attn_mask: None (every key is real) or (B, 1, 1, N) bool, True = attend.
+
+        queries: only the first `queries` positions attend (keys and values are all N tokens);
+        returns (B, queries, H). The query projection then runs on those rows only."""
         b, n, h = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        width = h // self.heads
+        if queries is None:
+            q, k, v = self.qkv(x).view(b, n, 3, self.heads, width).permute(2, 0, 3, 1, 4)
+        else:
+            weight_q, weight_kv = self.qkv.weight.split([h, 2 * h])
+            bias_q, bias_kv = self.qkv.bias.split([h, 2 * h])
+            q = F.linear(x[:, :queries], weight_q, bias_q).view(b, -1, self.heads, width).transpose(1, 2)
+            k, v = F.linear(x, weight_kv, bias_kv).view(b, n, 2, self.heads, width).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                              dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(out.transpose(1, 2).reshape(b, n, h))
+        return self.proj(out.transpose(1, 2).reshape(b, q.shape[2], h))
 
 
 class Expert(nn.Module):
@@ -118,14 +128,17 @@ class MoMEBlock(nn.Module):
         return self.experts["shared" if self.shared_ffn else name]
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, routing: Routing | torch.Tensor,
-                fused: bool) -> torch.Tensor:
-        """attn_mask: None or (B, 1, 1, N) bool; routing: a Routing or the (B, N) bool modality mask;
-        `fused` in a VL-FFN block: VL-FFN for all tokens."""
+                fused: bool, queries: int | None = None) -> torch.Tensor:
+        """attn_mask: None or (B, 1, 1, N) bool; routing: a Routing or the (B, N) bool modality mask
+        (of the output rows); `fused` in a VL-FFN block: VL-FFN for all tokens. queries: compute
+        only the first `queries` output rows (they still attend to every token)."""
         if isinstance(routing, torch.Tensor):
             routing = plan_routing(routing)
+        residual = x if queries is None else x[:, :queries]
         # x + gamma * branch in one op; stochastic depth drops the branch per sample, which
         # commutes with the per-channel gamma
-        x = torch.addcmul(x, self.gamma_attention, self.drop_path(self.attention(self.norm(x), attn_mask)))
+        x = torch.addcmul(residual, self.gamma_attention,
+                          self.drop_path(self.attention(self.norm(x), attn_mask, queries)))
         return torch.addcmul(x, self.gamma_ffn, self.drop_path(self.route(x, routing, fused)))
 
     def route(self, x: torch.Tensor, routing: Routing | torch.Tensor, fused: bool) -> torch.Tensor:
@@ -163,11 +176,19 @@ class MoMETransformer(nn.Module):
         self.norm = nn.LayerNorm(hidden, eps=eps)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, is_text: torch.Tensor,
-                fused: bool = False) -> torch.Tensor:
-        """key_mask (B, N) bool, True = real token (None: all real); is_text (B, N) bool."""
+                fused: bool = False, first: int | None = None) -> torch.Tensor:
+        """key_mask (B, N) bool, True = real token (None: all real); is_text (B, N) bool.
+
+        first: return only the first `first` positions, (B, first, H). The last block then
+        computes just those rows (attending to every token): the same values as slicing the full
+        output, without the rest of the last layer (what [CLS]-pooled heads need)."""
         # the mask and the routing are the same in every layer: work them out once
         attn_mask = None if key_mask is None or bool(key_mask.all()) else key_mask[:, None, None, :]
         routing = plan_routing(is_text)
-        for block in self.blocks:
-            x = block(x, attn_mask, routing, fused)
-        return self.norm(x)
+        last = len(self.blocks) - 1
+        for index, block in enumerate(self.blocks):
+            if first is not None and index == last:
+                x = block(x, attn_mask, plan_routing(is_text[:, :first]), fused, queries=first)
+            else:
+                x = block(x, attn_mask, routing, fused)
+        return self.norm(x if first is None else x[:, :first])
