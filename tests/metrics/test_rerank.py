@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from vlfw.data.batch import Batch
-from vlfw.metrics.rerank import PairScoringModel, pair_scorer, rerank_k_of, reranked_ranks
+from vlfw.metrics.rerank import PairScoringModel, merge_sharded_ranks, pair_scorer, rerank_k_of, reranked_ranks
 from vlfw.metrics.retrieval import RetrievalRecall, recall_from_ranks, retrieval_recall_at_k
 
 IMAGES, CAPTIONS, DIM = 6, 2, 4
@@ -184,6 +184,30 @@ def test_intermediate_k_matches_the_rank_arithmetic():
     got = evaluate(RetrievalRecall(ks=(1, 2, 5), chunk_size=2), model, images, texts, mask)
     ranks = reranked_ranks(images, real, owners, lambda i, t: table[slots[t], i], k=2)
     assert got == {**recall_from_ranks(*ranks, ks=(1, 2, 5)), "rerank_k": 2.0}
+
+
+def test_shards_split_the_scoring_and_merge_to_the_whole():
+    images, texts, mask, table = retrieval_data()
+    real, owners, slots = flat(texts, mask)
+    counts = []
+
+    def scorer(image_index, text_index):
+        counts.append(len(image_index))
+        return table[slots[text_index], image_index]
+
+    whole = reranked_ranks(images, real, owners, scorer, k=3, chunk_size=2)
+    total = sum(counts)
+    counts.clear()
+    parts = [reranked_ranks(images, real, owners, scorer, k=3, chunk_size=2, shard=(i, 3)) for i in (2, 0, 1)]
+    merged = merge_sharded_ranks(parts)
+    assert all(torch.equal(a, b) for a, b in zip(merged, whole))
+    assert sum(counts) == total  # every query scored by exactly one shard
+    for text_ranks, image_ranks in parts:  # each shard ranks about a third of the queries
+        assert 0 < int((text_ranks >= 0).sum()) < len(real) and 0 < int((image_ranks >= 0).sum()) < IMAGES
+    with pytest.raises(ValueError, match="no shard"):
+        merge_sharded_ranks(parts[:2])
+    with pytest.raises(ValueError, match="shard"):
+        reranked_ranks(images, real, owners, scorer, k=3, shard=(3, 3))
 
 
 def test_reranked_records_gather_across_ranks():

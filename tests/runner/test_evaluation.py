@@ -52,6 +52,7 @@ class ToyPairModel(nn.Module):
                              + 1.2 * torch.randn(IMAGES * CAPTIONS, DIM, generator=g))
         self.register_buffer("table", torch.randn(IMAGES * CAPTIONS, IMAGES, generator=g))
         self.k = k
+        self.scored = 0  # pairs given to score_pairs
 
     def forward(self, batch):
         image = batch.image[:, 0, 0, 0].round().long()
@@ -65,6 +66,7 @@ class ToyPairModel(nn.Module):
         return 5
 
     def score_pairs(self, images, input_ids, attention_mask):
+        self.scored += len(images)
         return self.table[input_ids[:, 0] - 1, images[:, 0, 0, 0].round().long()]
 
 
@@ -156,14 +158,16 @@ def worker(rank, port, k, results):
         recorder = BindingRecorder()
         context = DistributedContext(rank=rank, world_size=WORLD)
         values = make_evaluator(context, [RetrievalRecall(ks=(1, 2)), recorder]).evaluate(wrapped, "val")
-        results[rank] = {"values": values, "bound_plain": [b is model for b in recorder.bound]}
+        results[rank] = {"values": values, "bound_plain": [b is model for b in recorder.bound],
+                         "scored": model.scored}
     finally:
         dist.destroy_process_group()
 
 
 def test_two_ranks_with_ddp_equal_one_process():
     k = 3
-    single = make_evaluator(DistributedContext(), [RetrievalRecall(ks=(1, 2))]).evaluate(ToyPairModel(k=k), "val")
+    alone = ToyPairModel(k=k)
+    single = make_evaluator(DistributedContext(), [RetrievalRecall(ks=(1, 2))]).evaluate(alone, "val")
     assert single["val/toy/rerank_k"] == float(k)
     results = mp.Manager().dict()
     mp.spawn(worker, args=(free_port(), k, results), nprocs=WORLD, join=True)
@@ -172,3 +176,6 @@ def test_two_ranks_with_ddp_equal_one_process():
         assert got.pop("val/toy/count") == float(IMAGES)  # records gathered, padding dropped
         assert got == single
         assert results[rank]["bound_plain"] == [True]  # the module inside DDP, not the wrapper
+    # the ranks split the re-rank: each scores its share of the queries' pairs, none twice
+    shares = [results[rank]["scored"] for rank in range(WORLD)]
+    assert sum(shares) == alone.scored and all(0 < share < alone.scored for share in shares)

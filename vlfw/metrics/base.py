@@ -9,6 +9,14 @@ import torch
 import torch.distributed as dist
 
 from vlfw.data.batch import Batch
+from vlfw.runner.distributed import all_gather_object
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the initialised default process group; (0, 1) outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 class Metric:
@@ -50,12 +58,10 @@ class Metric:
 
     def gather(self) -> None:
         """Merge every rank's records into every rank (a no-op outside distributed runs)."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if process_group()[1] == 1:
             return
-        everything: list[dict] = [None] * dist.get_world_size()  # type: ignore[list-item]
-        dist.all_gather_object(everything, self._records)
         merged: dict = {}
-        for part in everything:
+        for part in all_gather_object(self._records):
             merged.update(part)
         self._records = merged
 

@@ -91,8 +91,8 @@ def _as_float_cpu(tensor: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def reranked_ranks(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, text_to_image: torch.Tensor,
-                   score_pairs: PairScorer | None, k: int, chunk_size: int = 256
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   score_pairs: PairScorer | None, k: int, chunk_size: int = 256,
+                   shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
     """0-based rank of the right answer of every query in the re-ranked order (k = 0: the
     dual encoder's order; `retrieval_recall_at_k` is this with k = 0).
 
@@ -100,6 +100,10 @@ def reranked_ranks(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor
     caption. A rank counts the candidates placed strictly before
     the answer, so exact ties resolve in the query's favour. Only `chunk_size` queries' rows of
     the similarity matrix exist at a time. Returns (text_ranks (T,), image_ranks (I,)).
+
+    shard = (index, count): rank only the index-th of `count` contiguous slices of the text
+    queries and of the image queries (the others are -1), so that `count` processes split the
+    pair scoring; `merge_sharded_ranks` of all the shards' results is the unsharded result.
     """
     images, texts = _as_float_cpu(image_embeddings), _as_float_cpu(text_embeddings)
     targets = torch.as_tensor(text_to_image, dtype=torch.long).reshape(-1).cpu()
@@ -114,6 +118,9 @@ def reranked_ranks(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor
     if bool((captions_per_image == 0).any()):
         missing = int((captions_per_image == 0).nonzero()[0])
         raise ValueError(f"image {missing} has no caption: image->text recall is undefined for it")
+    index, count = (int(v) for v in shard)
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
     k = int(k)
     if k < 0:
         raise ValueError(f"re-rank k must be >= 0, got {k}")
@@ -138,14 +145,26 @@ def reranked_ranks(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor
         after_top = top_k + (rest > best).sum(dim=1)
         return torch.where(hit.any(dim=1), in_top, after_top)
 
-    text_ranks = torch.empty(num_texts, dtype=torch.long)
-    for start in range(0, num_texts, chunk_size):
-        queries = torch.arange(start, min(start + chunk_size, num_texts))
+    def my_chunks(total: int):
+        low, high = total * index // count, total * (index + 1) // count
+        for start in range(low, high, chunk_size):
+            yield torch.arange(start, min(start + chunk_size, high))
+
+    text_ranks = torch.full((num_texts,), -1, dtype=torch.long)
+    for queries in my_chunks(num_texts):
         own = torch.arange(num_images)[None, :] == targets[queries][:, None]
         text_ranks[queries] = ranks(texts[queries] @ images.T, own, queries, text_queries=True)
-    image_ranks = torch.empty(num_images, dtype=torch.long)
-    for start in range(0, num_images, chunk_size):
-        queries = torch.arange(start, min(start + chunk_size, num_images))
+    image_ranks = torch.full((num_images,), -1, dtype=torch.long)
+    for queries in my_chunks(num_images):
         own = targets[None, :] == queries[:, None]
         image_ranks[queries] = ranks(images[queries] @ texts.T, own, queries, text_queries=False)
+    return text_ranks, image_ranks
+
+
+def merge_sharded_ranks(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ranks of every query from the results of all shards of `reranked_ranks` (any order)."""
+    text_ranks = torch.stack([p[0] for p in parts]).max(dim=0).values
+    image_ranks = torch.stack([p[1] for p in parts]).max(dim=0).values
+    if bool((text_ranks < 0).any()) or bool((image_ranks < 0).any()):
+        raise ValueError("merge_sharded_ranks: some queries were ranked by no shard")
     return text_ranks, image_ranks

@@ -8,10 +8,11 @@ from typing import Any, Sequence
 import torch
 
 from vlfw.data.batch import Batch, pad_stack
-from vlfw.metrics.base import Metric
+from vlfw.metrics.base import Metric, process_group
 from vlfw.metrics.common import field, output, require_records, sample_keys
-from vlfw.metrics.rerank import PairScoringModel, pair_scorer, rerank_k_of, reranked_ranks
+from vlfw.metrics.rerank import PairScoringModel, merge_sharded_ranks, pair_scorer, rerank_k_of, reranked_ranks
 from vlfw.registry import METRICS
+from vlfw.runner.distributed import all_gather_object
 
 
 def retrieval_recall_at_k(
@@ -121,7 +122,10 @@ class RetrievalRecall(Metric):
         caption_ids = pad_stack([row for r in records for row in r["caption_ids"]])
         caption_mask = pad_stack([row for r in records for row in r["caption_mask"]])
         scorer = pair_scorer(self._scoring_model, pixels, caption_ids, caption_mask)
-        text_ranks, image_ranks = reranked_ranks(images, texts, owners, scorer, self.rerank_k, self.chunk_size)
+        # every rank holds all records (gather): each re-ranks its share of the queries
+        shard = process_group()
+        ranks = reranked_ranks(images, texts, owners, scorer, self.rerank_k, self.chunk_size, shard)
+        text_ranks, image_ranks = merge_sharded_ranks(all_gather_object(ranks)) if shard[1] > 1 else ranks
         result = recall_from_ranks(text_ranks, image_ranks, self.ks)
         result["rerank_k"] = float(self.rerank_k)
         return result
