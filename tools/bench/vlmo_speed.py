@@ -4,9 +4,15 @@ Both models get the same batch (images with the same patch count, 40 text tokens
 loss (a 2-way linear head on the pooled [CLS] + cross-entropy) and AdamW, in one process:
 warm-up steps first, then interleaved rounds (the order alternates per round) so both see the
 same machine load. Reports each model's median and best steps/s and the vlmo/vilt ratio (median
-of the per-round ratios, best/best, median/median). CPU fp32.
+of the per-round ratios, best/best, median/median), and the floating-point operations of one
+training step as counted by `torch.utils.flop_counter` (what each model executes: VLMo's
+[CLS]-only last layer counts less). On a GPU (`--device cuda --dtype bf16`: autocast bf16,
+weights and optimizer fp32) it also reports MFU, achieved FLOP/s over the chip's dense bf16 peak
+(known chips by name, or `--peak-tflops`).
 
     python tools/bench/vlmo_speed.py --layers 4 --hidden 256 --heads 4 --image-size 96 --batch 8
+    python tools/bench/vlmo_speed.py --device cuda --dtype bf16 --layers 12 --hidden 768 --heads 12 \
+        --image-size 384 --batch 32 --steps 10 --warmup 5 --rounds 10
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+# dense bf16 tensor-core peak, TFLOP/s (vendor data sheets), matched against the device name
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0}
 
 
 def build_vlmo(args):
@@ -48,22 +58,50 @@ def build_vilt(args):
     return model, forward
 
 
-def make_stepper(forward, model, batch, labels):
+def make_stepper(forward, model, batch, labels, autocast_dtype: torch.dtype | None):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    device_type = labels.device.type
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(forward(batch), labels).backward()
+        with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            loss = F.cross_entropy(forward(batch).float(), labels)
+        loss.backward()
         optimizer.step()
     return step
 
 
-def timed(step, steps: int, clock) -> float:
+def step_flops(step) -> int:
+    """Floating-point operations of one training step (forward, backward; matmul-class ops)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops()
+
+
+def peak_tflops(device: torch.device, override: float | None) -> float | None:
+    if override:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for chip, peak in PEAK_BF16_TFLOPS.items() if chip in name), None)
+
+
+def timed(step, steps: int, clock, device: torch.device) -> float:
     """Steps per second over `steps` consecutive training steps."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = clock()
     for _ in range(steps):
         step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return steps / (clock() - start)
+
+
+def describe(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
 
 
 def load_average() -> str:
@@ -89,9 +127,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: process CPU time (less sensitive to other jobs; use with --threads 1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: autocast to bfloat16 (fp32 weights and optimizer state)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's dense peak for --dtype, TFLOP/s (default: known GPUs by name)")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    if args.clock == "cpu" and device.type != "cpu":
+        parser.error("--clock cpu measures host CPU time: use it with --device cpu")
     torch.set_num_threads(args.threads)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
+    autocast_dtype = torch.bfloat16 if args.dtype == "bf16" else None
     torch.manual_seed(0)
     batch = {
         "input_ids": torch.randint(1000, 3000, (args.batch, args.text_length)),
@@ -99,28 +148,39 @@ def main() -> None:
         "pixel_values": torch.randn(args.batch, 3, args.image_size, args.image_size),
         "pixel_mask": torch.ones(args.batch, args.image_size, args.image_size, dtype=torch.long),
     }
-    labels = torch.randint(0, 2, (args.batch,))
+    batch = {key: value.to(device) for key, value in batch.items()}
+    labels = torch.randint(0, 2, (args.batch,), device=device)
     models = {"vlmo": build_vlmo(args), "vilt": build_vilt(args)}
-    steppers = {name: make_stepper(forward, model, batch, labels) for name, (model, forward) in models.items()}
+    for model, _ in models.values():
+        model.to(device)
+    steppers = {name: make_stepper(forward, model, batch, labels, autocast_dtype)
+                for name, (model, forward) in models.items()}
     load_before = load_average()
     for step in steppers.values():  # first-call allocations and optimizer state, not timed
         for _ in range(args.warmup):
             step()
+    flops = {name: step_flops(step) for name, step in steppers.items()}
+    peak = peak_tflops(device, args.peak_tflops)
     rates: dict[str, list[float]] = {name: [] for name in models}
     names = list(models)
     for round_index in range(args.rounds):
         # alternate who goes first, so neither model always runs right after the other
         for name in (names if round_index % 2 == 0 else names[::-1]):
-            rates[name].append(timed(steppers[name], args.steps, clock))
+            rates[name].append(timed(steppers[name], args.steps, clock, device))
     patches = (args.image_size // args.patch) ** 2
     print(f"layers={args.layers} hidden={args.hidden} heads={args.heads} vl_ffn_layers={args.vl_ffn_layers} "
           f"batch={args.batch} patches={patches} text_tokens={args.text_length} threads={args.threads} "
-          f"clock={args.clock} steps/round={args.steps} rounds={args.rounds} (CPU fp32, torch {torch.__version__})")
+          f"clock={args.clock} steps/round={args.steps} rounds={args.rounds} "
+          f"({describe(device)} {args.dtype}, torch {torch.__version__})")
     print(f"load average before: {load_before}  after: {load_average()}")
     for name, (model, _) in models.items():
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"{name:5s} params={params:6.1f}M  train steps/s: median {statistics.median(rates[name]):.3f}  "
-              f"best {max(rates[name]):.3f}  all {[round(r, 3) for r in rates[name]]}")
+        median = statistics.median(rates[name])
+        achieved = flops[name] * median / 1e12
+        mfu = f"  MFU {100 * achieved / peak:.1f}% of {peak:g}" if peak else ""
+        print(f"{name:5s} params={params:6.1f}M  train steps/s: median {median:.3f}  "
+              f"best {max(rates[name]):.3f}  GFLOP/step {flops[name] / 1e9:.2f}  "
+              f"TFLOP/s {achieved:.3g}{mfu}  all {[round(r, 3) for r in rates[name]]}")
     per_round = [a / b for a, b in zip(rates["vlmo"], rates["vilt"])]
     print(f"vlmo/vilt speed ratio: median of per-round ratios {statistics.median(per_round):.3f}  "
           f"best/best {max(rates['vlmo']) / max(rates['vilt']):.3f}  "
