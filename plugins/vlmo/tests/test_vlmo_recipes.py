@@ -37,6 +37,12 @@ def run_recipe(recipe, *overrides):
     return config, run(config)
 
 
+def tiny_world(recipe):
+    """The Shapes recipes train on the `default` world; the tests use the tiny one."""
+    datasets = load_config([f"config={CONFIGS / recipe}"]).datasets
+    return [f"dataset_config.{name}.shapes.size=tiny" for name in datasets]
+
+
 def checkpoint(save_dir):
     path = Path(save_dir) / "checkpoints" / "update_2.pt"
     assert path.is_file(), path
@@ -101,12 +107,13 @@ def test_shapes_recipes(tmp_path, shapes_tiny_root):
         recipe = PRETRAINING[n - 1]
         pretrained = [f"checkpoint.pretrained={previous[0]}/checkpoints/update_2.pt"] if previous else []
         save_dir = tmp_path / f"stage{n}"
-        run_recipe(recipe, f"save_dir={save_dir}", *pretrained)
+        run_recipe(recipe, f"save_dir={save_dir}", *tiny_world(recipe), *pretrained)
         return save_dir
 
     third = check_pretraining_chain(stage)
     for recipe in SHAPES_FINETUNE:
         config, metrics = run_recipe(recipe, f"save_dir={tmp_path / recipe.split('/')[0]}", "run_type=train_val",
+                                     *tiny_world(recipe),
                                      f"checkpoint.pretrained={third}/checkpoints/update_2.pt",
                                      "model_config.vlmo.retrieval.rerank_k=2")
         check_finetune(config, metrics)
