@@ -71,6 +71,11 @@ class ToyBuilder(DatasetBuilder):
         Path(path).write_text(json.dumps(predictions))
 
 
+@DATASETS.register("toy_dataset_b")
+class ToyBuilderB(ToyBuilder):
+    """A second toy benchmark (for multi-task runs)."""
+
+
 @MODELS.register("toy_model")
 class ToyModel(BaseModel):
     DEFAULT_CONFIG = {"hidden": 16, "dropout": 0.1}

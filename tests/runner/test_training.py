@@ -107,6 +107,34 @@ def test_nan_policy_skip_counts_and_keeps_weights_finite(toy_config):
     assert all(torch.isfinite(v).all() for v in final_weights(config.save_dir).values())
 
 
+def test_logged_dataset_losses_average_over_the_updates_that_drew_the_dataset(tmp_path):
+    """one_per_update: train/<dataset>/* is the mean over that dataset's updates in the window
+    (it was divided by every update of the window, so a dataset drawn 1 in 4 logged 1/4 of its loss)."""
+    def logged(log_every, name):
+        import runner_toys
+
+        config = runner_toys.make_config(tmp_path / name, **{
+            "run_type": "train", "datasets": "[toy_dataset,toy_dataset_b]", "multitask.mode": "one_per_update",
+            "training.log_every": log_every})
+        run(config)
+        lines = (Path(config.save_dir) / "train_log.jsonl").read_text().splitlines()
+        return [line for line in map(json.loads, lines) if line["kind"] == "train"]
+
+    every = logged(1, "every")
+    windows = logged(4, "windows")
+    assert len(every) == 12 and len(windows) == 3
+    drawn = {name: sum(f"train/{name}/total_loss" in line for line in every) for name in ("toy_dataset", "toy_dataset_b")}
+    assert all(0 < count < 12 for count in drawn.values()), drawn  # both drawn, neither every time
+    for index, window in enumerate(windows):
+        updates = every[4 * index:4 * index + 4]
+        for key in ("train/toy_dataset/total_loss", "train/toy_dataset_b/total_loss", "train/total_loss"):
+            values = [line[key] for line in updates if key in line]
+            if values:
+                assert window[key] == pytest.approx(sum(values) / len(values), rel=1e-5), (index, key)
+            else:
+                assert key not in window
+
+
 def test_best_checkpoint_and_early_stopping(toy_config):
     config = toy_config(**{
         "run_type": "train_val_test", "training.max_updates": 20, "training.eval_every": 2,

@@ -282,6 +282,7 @@ class Trainer:
         checkpoint_every = int(training.checkpoint_every or 0)
         patience = training.early_stopping.patience
         sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}  # updates that produced each key (one_per_update: its dataset's draws)
         samples, started = 0, time.perf_counter()
         bar = tqdm(total=self.total_updates, initial=self.update, desc="train", dynamic_ncols=True,
                    disable=not (bool(training.progress_bar) and self.context.is_main))
@@ -292,14 +293,14 @@ class Trainer:
             samples += batch_samples
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value
-            sums["_count"] = sums.get("_count", 0.0) + 1.0
+                counts[key] = counts.get(key, 0) + 1
             bar.update(1)
             stop = False
             if self.update % log_every == 0 or self.update == self.total_updates:
-                scalars = self._reduce_logs(sums, samples, time.perf_counter() - started)
+                scalars = self._reduce_logs(sums, counts, samples, time.perf_counter() - started)
                 self.logger.log(self.update, scalars)
                 bar.set_postfix(loss=f"{scalars.get('train/total_loss', float('nan')):.4f}")
-                sums, samples, started = {}, 0, time.perf_counter()
+                sums, counts, samples, started = {}, {}, 0, time.perf_counter()
             for callback in self.callbacks:
                 callback.on_update_end(self, self.update, {k: float(v) for k, v in parts.items()})
             if "val" in self.parts and ((eval_every and self.update % eval_every == 0)
@@ -391,14 +392,20 @@ class Trainer:
         bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach())) else 1.0], device=self.context.device)
         return all_reduce_sum(bad).item() == 0.0
 
-    def _reduce_logs(self, sums: dict[str, Any], samples: int, elapsed: float) -> dict[str, float]:
-        count = float(sums.pop("_count", 1.0))
-        skipped = sums.pop("skipped_updates", None)
-        keys = sorted(sums)
-        values = torch.stack([torch.as_tensor(sums[k], dtype=torch.float32, device=self.context.device).reshape(())
-                              for k in keys]) if keys else torch.zeros(0, device=self.context.device)
-        values = all_reduce_sum(values) / (self.context.world_size * count)
-        scalars = {k: float(v) for k, v in zip(keys, values.tolist())}
+    def _reduce_logs(self, sums: dict[str, Any], counts: dict[str, int], samples: int,
+                     elapsed: float) -> dict[str, float]:
+        """Each key's mean over the updates (and ranks) that produced it since the last log line: a
+        dataset's losses over the updates that drew it, not over every update of the window; a
+        skipped update adds to no mean. Every rank holds the same keys (the datasets of an update
+        are the same on every rank)."""
+        keys = sorted(k for k in sums if k != "skipped_updates")
+        device = self.context.device
+        values = torch.stack([torch.as_tensor(sums[k], dtype=torch.float32, device=device).reshape(())
+                              for k in keys]) if keys else torch.zeros(0, device=device)
+        totals = torch.tensor([float(counts[k]) for k in keys], dtype=torch.float32, device=device)
+        reduced = all_reduce_sum(torch.cat([values, totals]))
+        means = reduced[:len(keys)] / reduced[len(keys):].clamp(min=1.0)
+        scalars = {k: float(v) for k, v in zip(keys, means.tolist())}
         scalars["train/lr"] = self.used_lr  # the peak-relative lr of the last update (before multipliers)
         scalars["train/samples_per_second"] = samples * self.context.world_size / max(elapsed, 1e-9)
         scalars["train/peak_memory_mb"] = peak_memory_mb(self.context.device)
