@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from vlfw.restricted_pickle import load_npy_object
+
 
 def collect(root: str, images: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(features, colour index, shape index, image index) of the matched true objects."""
@@ -28,8 +30,9 @@ def collect(root: str, images: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     feats, colour, shape, image = [], [], [], []
     for k, entry in enumerate(inst["images"][:images]):
         stem = os.path.join(root, "features", "npy", "coco", os.path.splitext(entry["file_name"])[0])
-        x = np.load(stem + ".npy")
-        info = np.load(stem + "_info.npy", allow_pickle=True).item()
+        x = np.load(stem + ".npy", allow_pickle=False)
+        with open(stem + "_info.npy", "rb") as f:
+            info = load_npy_object(f.read(), stem + "_info.npy").item()  # a pickle: never np.load(allow_pickle=True)
         anns = by_image.get(entry["id"], [])
         truth = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
                               for a in anns], dtype=torch.float32)
