@@ -2,13 +2,13 @@
 
 Every key a user sets must exist in the defaults (the package's or the selected components'),
 so a typo is an error with close-match suggestions instead of a setting that silently does
-nothing. A mapping whose default is empty (``{}``) is open: it takes any keys.
+nothing. A mapping whose default is empty (``{}``) is open: it takes any keys. The merged
+config is then checked against the rules of `vlfw.config.schema` (allowed values, numeric
+ranges, `{type, params}` component nodes and their parameters) by `vlfw.config.validation`.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -17,7 +17,22 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from vlfw.errors import ConfigError, did_you_mean
+from vlfw.config import schema
+from vlfw.config.components import (
+    check_choices_declared,
+    component_config,
+    component_defaults,
+    describe_component,
+    merge_layers,
+    single_node_patterns,
+)
+from vlfw.config.files import read_yaml, yaml_problem
+from vlfw.config.paths import has_path
+from vlfw.config.validation import validate_config, validate_keys, validate_run
+from vlfw.errors import ConfigError, RegistryError
+
+__all__ = ["load_config", "load_project_file", "save_config", "parse_cli", "build_base", "component_defaults",
+           "validate_keys", "DEFAULTS_PATH"]
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 # keys whose value may be given on the command line as a comma-separated list
@@ -25,50 +40,27 @@ LIST_KEYS = {"datasets"}
 
 
 # -- reading files ---------------------------------------------------------------------------
-def _read_yaml(path: Path, included_from: Path | None = None) -> DictConfig:
-    where = f" (included from {included_from})" if included_from else ""
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}{where}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"malformed YAML in {path}{at}: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level, not {type(data).__name__}")
-    try:
-        return OmegaConf.create(data)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"invalid config in {path}: {exc}") from None
-
-
 def load_project_file(path: str | os.PathLike, _stack: tuple[Path, ...] = ()) -> DictConfig:
     """A project config with its `includes:` (paths relative to the including file) merged in."""
     path = Path(path).resolve()
     if path in _stack:
         chain = " -> ".join(str(p) for p in _stack + (path,))
         raise ConfigError(f"config includes form a cycle: {chain}")
-    node = _read_yaml(path, _stack[-1] if _stack else None)
+    node = read_yaml(path, _stack[-1] if _stack else None)
     includes = node.pop("includes", None) or []
     if isinstance(includes, str):
         includes = [includes]
     if not isinstance(includes, (list, ListConfig)):
         raise ConfigError(f"'includes' in {path} must be a list of paths")
-    merged = OmegaConf.create({})
-    for include in includes:
-        child = load_project_file(path.parent / str(include), _stack + (path,))
-        merged = OmegaConf.merge(merged, child)
-    return OmegaConf.merge(merged, node)
+    layers = [load_project_file(path.parent / str(include), _stack + (path,)) for include in includes]
+    return merge_layers(OmegaConf.create({}), layers + [node], _SINGLE_NODES)
 
 
 def parse_cli(args: Sequence[str]) -> tuple[str | None, DictConfig]:
-    """Split `config=path` from `key=value` overrides; values are typed as YAML."""
+    """Split `config=path` from `key=value` overrides; values are typed as YAML (safely: a YAML
+    tag or a malformed value is a one-line error naming the argument)."""
     config_path = None
-    dotlist = []
+    overrides = OmegaConf.create({})
     for arg in args:
         if "=" not in arg:
             raise ConfigError(f"command-line argument {arg!r} is not of the form key=value")
@@ -79,24 +71,16 @@ def parse_cli(args: Sequence[str]) -> tuple[str | None, DictConfig]:
         if key == "config":
             config_path = value
             continue
-        if key in LIST_KEYS and not value.startswith("["):
+        if key in LIST_KEYS and not value.lstrip().startswith("["):
             value = "[" + ",".join(v.strip() for v in value.split(",") if v.strip()) + "]"
-        dotlist.append(f"{key}={value}")
-    try:
-        return config_path, OmegaConf.from_dotlist(dotlist)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot parse command-line overrides: {exc}") from None
-
-
-# -- component defaults --------------------------------------------------------------------
-def component_defaults(component: Any) -> DictConfig:
-    """A component's DEFAULT_CONFIG: a dict, or a YAML path relative to its module."""
-    default = getattr(component, "DEFAULT_CONFIG", None) or {}
-    if isinstance(default, str):
-        module = importlib.import_module(component.__module__)
-        path = Path(inspect.getfile(module)).parent / default
-        return _read_yaml(path)
-    return OmegaConf.create(default)
+        try:
+            overrides.merge_with_dotlist([f"{key}={value}"])
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"malformed YAML in command-line argument {arg!r}{yaml_problem(exc, position=False)}"
+                              ) from None
+        except (OmegaConfBaseException, ValueError) as exc:
+            raise ConfigError(f"cannot parse command-line argument {arg!r}: {str(exc).splitlines()[0]}") from None
+    return config_path, overrides
 
 
 def _names(value: Any) -> list[str]:
@@ -107,71 +91,54 @@ def _names(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
-# -- validation ------------------------------------------------------------------------------
-def _is_open(node: Any) -> bool:
-    return isinstance(node, DictConfig) and len(node) == 0
-
-
-def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(type(value), type(value).__name__)
-
-
-def _check_value(path: str, default: Any, value: Any, origin: str) -> None:
-    if default is None or value is None:
-        return
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, (int, float)):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
-            ok = False
-    elif isinstance(default, str):
-        ok = isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool))
-    else:
-        ok = True
-    if not ok:
-        raise ConfigError(
-            f"{path} must be {_type_name(default)} (like {default!r}), got {value!r} {origin}"
-        )
-
-
-def validate_keys(user: DictConfig, base: DictConfig, origin: str, prefix: str = "") -> None:
-    """Reject keys of `user` that `base` does not declare, and values of the wrong type."""
-    for key in user.keys():
-        path = f"{prefix}{key}"
-        if key not in base:
-            known = [str(k) for k in base.keys()]
-            hint = did_you_mean(str(key), known)
-            if not hint:
-                hint = f" Known keys here: {', '.join(sorted(known))}." if len(known) <= 30 else ""
-            raise ConfigError(f"unknown config key {path!r} {origin}.{hint}")
-        base_value = base._get_node(key)
-        user_value = user._get_node(key)
-        if isinstance(base_value, DictConfig) and not _is_open(base_value):
-            if isinstance(user_value, DictConfig):
-                validate_keys(user_value, base_value, origin, path + ".")
-            elif user_value is not None and not OmegaConf.is_missing(user, key):
-                raise ConfigError(f"{path} must be a mapping, got {user.get(key)!r} {origin}")
-        elif isinstance(base_value, ListConfig):
-            if not isinstance(user_value, ListConfig) and user.get(key) is not None:
-                raise ConfigError(f"{path} must be a list, got {user.get(key)!r} {origin}")
-        elif not isinstance(base_value, DictConfig) and not isinstance(user_value, (DictConfig, ListConfig)):
-            if not (OmegaConf.is_interpolation(user, key) or OmegaConf.is_interpolation(base, key)):
-                _check_value(path, base.get(key), user.get(key), origin)
-
-
 # -- the whole stack ---------------------------------------------------------------------
+_SINGLE_NODES = single_node_patterns(schema.component_patterns())
+
+
+def _component(registry: Any, name: str, key: str) -> Any:
+    try:
+        return registry.get(name)
+    except RegistryError as exc:
+        raise RegistryError(f"{key}: {exc}") from None
+
+
 def build_base(model: str | None, datasets: Iterable[str], extra_models: Iterable[str] = (),
-               extra_datasets: Iterable[str] = ()) -> DictConfig:
-    """Package defaults plus the default configs of the named components."""
+               extra_datasets: Iterable[str] = (), components: dict | None = None) -> DictConfig:
+    """Package defaults plus the default configs (`component_config`) of the named components.
+
+    `components`, when given, is filled with (section, name) -> component class.
+    """
     from vlfw.registry import DATASETS, MODELS
 
-    base = _read_yaml(DEFAULTS_PATH)
-    for name in dict.fromkeys(_names(model) + list(extra_models)):
-        base.model_config[name] = component_defaults(MODELS.get(name))
-    for name in dict.fromkeys(list(datasets) + list(extra_datasets)):
-        base.dataset_config[name] = component_defaults(DATASETS.get(name))
+    base = read_yaml(DEFAULTS_PATH)
+    found = components if components is not None else {}
+    sections = (("model_config", MODELS, _names(model), list(extra_models), "model"),
+                ("dataset_config", DATASETS, list(datasets), list(extra_datasets), "datasets"))
+    for section, registry, selected, extra, key in sections:
+        for name in dict.fromkeys(selected + extra):
+            where = key if name in selected else f"{section}.{name}"
+            component = _component(registry, name, where)
+            base[section][name] = component_config(component, path=f"{section}.{name}")
+            found[(section, name)] = component
     return base
+
+
+class _Provenance:
+    """Where a key of the merged config was set: the highest layer holding it, else the
+    defaults it came from."""
+
+    def __init__(self, layers: Sequence[tuple[str, DictConfig]], components: dict) -> None:
+        self.layers = list(layers)
+        self.components = components
+
+    def __call__(self, parts: tuple) -> str:
+        for origin, layer in reversed(self.layers):
+            if has_path(layer, parts):
+                return origin
+        component = self.components.get(tuple(parts[:2]))
+        if component is not None:
+            return f"in the default config of {describe_component(component)}"
+        return f"in the package defaults ({DEFAULTS_PATH})"
 
 
 def load_config(args: Sequence[str] = (), config_path: str | None = None,
@@ -191,28 +158,37 @@ def load_config(args: Sequence[str] = (), config_path: str | None = None,
     if len(cli):
         layers.append(("on the command line", cli))
     if overrides:
-        layers.append(("in the overrides", OmegaConf.create(overrides)))
+        try:
+            layers.append(("in the overrides", OmegaConf.create(overrides)))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"invalid overrides: {str(exc).splitlines()[0]}") from None
 
     user = OmegaConf.merge(*(layer for _, layer in layers)) if layers else OmegaConf.create({})
     strict = user.get("plugins", {}).get("strict") if isinstance(user.get("plugins"), DictConfig) else None
     plugins.configure(strict=bool(strict) if strict is not None else None)
 
-    defaults = _read_yaml(DEFAULTS_PATH)
+    defaults = read_yaml(DEFAULTS_PATH)
     model = user.get("model", defaults.model)
     datasets = _names(user.get("datasets", defaults.datasets))
     extra_models = [str(k) for k in (user.get("model_config") or {}).keys()]
     extra_datasets = [str(k) for k in (user.get("dataset_config") or {}).keys()]
-    base = build_base(model, datasets, extra_models, extra_datasets)
+    components: dict = {}
+    base = build_base(model, datasets, extra_models, extra_datasets, components)
 
+    choice_keys = [f"{section}.{name}.{dotted}" for (section, name), component in components.items()
+                   for dotted in check_choices_declared(component, base[section][name])]
     for origin, layer in layers:
-        validate_keys(layer, base, origin)
+        validate_keys(layer, base, origin, allowed_values=choice_keys)
     try:
-        config = OmegaConf.merge(base, *(layer for _, layer in layers))
+        config = merge_layers(base, [layer for _, layer in layers], _SINGLE_NODES)
         OmegaConf.resolve(config)
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot resolve the config: {exc}") from None
+        raise ConfigError(f"cannot resolve the config: {str(exc).splitlines()[0]}") from None
     if config.datasets is None:
         config.datasets = []
+    where = _Provenance(layers, components)
+    validate_config(config, where, components)
+    validate_run(config, where)
     return config
 
 
