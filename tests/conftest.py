@@ -11,3 +11,11 @@ use_private_cache()
 def shapes_tiny_root() -> str:
     """The tiny Shapes world, generated once per test session into the private cache."""
     return shapes_root("tiny")
+
+
+@pytest.fixture(scope="session")
+def roberta_tokenizer_dir(tmp_path_factory) -> str:
+    """A RoBERTa-style byte-level BPE tokenizer directory, trained offline once per session."""
+    from vlfw.testing import roberta_style_tokenizer
+
+    return roberta_style_tokenizer(str(tmp_path_factory.mktemp("roberta_tokenizer")))

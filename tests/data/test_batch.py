@@ -32,6 +32,25 @@ def test_collate_pads_every_dimension():
     assert mask.shape == (2, 4, 3) and mask.sum() == 10
 
 
+def test_collate_pad_values_by_name_and_pattern():
+    """A tokenizer whose pad id is 1 (RoBERTa): every *input_ids field pads with it; the masks
+    still come from the lengths, so a real token with id 1 is not taken for padding."""
+    samples = [Sample(input_ids=torch.tensor([0, 1, 2]), answer_input_ids=torch.tensor([[0, 2]]),
+                      token_type_ids=torch.zeros(3, dtype=torch.long), mlm_labels=torch.tensor([-100, 7, -100])),
+               Sample(input_ids=torch.tensor([0, 9, 9, 2]), answer_input_ids=torch.tensor([[0, 9, 2], [0, 2, 2]]),
+                      token_type_ids=torch.zeros(4, dtype=torch.long), mlm_labels=torch.tensor([-100, 9, -100, -100]))]
+    batch = collate(samples, "x", pad_values={"*input_ids": 1})
+    assert batch.input_ids.tolist() == [[0, 1, 2, 1], [0, 9, 9, 2]]
+    assert batch.attention_mask.tolist() == [[True, True, True, False], [True] * 4]
+    assert batch.answer_input_ids[0].tolist() == [[0, 2, 1], [1, 1, 1]]
+    assert batch.answer_attention_mask[0].tolist() == [[True, True, False], [False] * 3]
+    assert batch.token_type_ids[0, 3].item() == 0 and batch.mlm_labels[0, 3].item() == -100
+    # an exact name wins over a pattern; other fields keep their defaults
+    exact = collate(samples, pad_values={"*input_ids": 1, "answer_input_ids": 5})
+    assert exact.answer_input_ids[0, 1].tolist() == [5, 5, 5] and exact.input_ids[0, 3].item() == 1
+    assert collate(samples).input_ids[0, 3].item() == 0
+
+
 def test_collate_rejects_mismatched_fields_and_ranks():
     with pytest.raises(ValueError, match="different fields"):
         collate([Sample(a=torch.ones(1)), Sample(b=torch.ones(1))])

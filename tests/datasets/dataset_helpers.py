@@ -11,13 +11,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fixtures"))
 
 import native  # noqa: E402  (tests/fixtures/native.py)
 
-SMALL = {"processors": {"image": {"size": 32}, "text": {"max_length": 24}}}
+SMALL = {"processors": {"image": {"params": {"size": 32}}, "text": {"params": {"max_length": 24}}}}
 
 
 def make_builder(name: str, root: str, visual: str = "images", features: dict | None = None, fmt: str = "butd_tsv", **config):
     """A registered builder on fixture files under `root` (visual=regions reads `features`)."""
-    import vlfw.datasets.components  # noqa: F401
     from omegaconf import OmegaConf
+
+    import vlfw.components  # noqa: F401  (the core builders)
     from vlfw.registry import DATASETS
 
     base = {"source": "files", "data_dir": root, "visual": visual, **SMALL}

@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 import pytest
-
 from dataset_helpers import make_builder, native
+
 from vlfw.errors import DataError
 
 
@@ -58,7 +58,7 @@ def test_truncated_json_document_is_an_error_either_way(tmp_path):
     path.write_text(text[: len(text) // 2])
     for skip in (False, True):
         # a document that does not parse holds no record that could be skipped
-        builder = make_builder("vqa2", str(tmp_path), skip_bad_records=skip, processors={"answer": {"min_count": 1}})
+        builder = make_builder("vqa2", str(tmp_path), skip_bad_records=skip, processors={"answer": {"params": {"min_count": 1}}})
         with pytest.raises(DataError, match=r"train2014_questions\.json: not valid JSON at line 1"):
             builder.build("train")
 
@@ -70,8 +70,9 @@ def test_empty_question(tmp_path):
     data["questions"][2]["question"] = "   "
     path.write_text(json.dumps(data))
     with pytest.raises(DataError, match=r"train2014_questions\.json: bad record at question_id 2000: empty question"):
-        make_builder("vqa2", str(tmp_path), processors={"answer": {"min_count": 1}}).build("train")
-    dataset = make_builder("vqa2", str(tmp_path), skip_bad_records=True, processors={"answer": {"min_count": 1}}).build("train")
+        make_builder("vqa2", str(tmp_path), processors={"answer": {"params": {"min_count": 1}}}).build("train")
+    dataset = make_builder("vqa2", str(tmp_path), skip_bad_records=True,
+                           processors={"answer": {"params": {"min_count": 1}}}).build("train")
     assert len(dataset) == 2 and dataset.bad_record_report()["build"] == {"record: empty question": 1}
 
 
@@ -83,7 +84,7 @@ def test_answer_outside_vocabulary(tmp_path):
     vocabulary.write_text(json.dumps({"answers": ["red", "2"]}))  # "yes" is not in it
     for skip in (False, True):
         builder = make_builder("vqa2", str(tmp_path), skip_bad_records=skip,
-                               processors={"answer": {"vocabulary_path": str(vocabulary)}})
+                               processors={"answer": {"params": {"vocabulary_path": str(vocabulary)}}})
         train = builder.build("train")
         assert [r["question_id"] for r in train.records] == [1000, 1001]
         assert train.bad_record_report()["build"] == {"question without an in-vocabulary answer (training only)": 1}
@@ -138,7 +139,7 @@ def test_missing_files_listed_in_one_error(tmp_path):
     os.remove(tmp_path / "v2_mscoco_val2014_annotations.json")
     os.remove(tmp_path / "v2_OpenEnded_mscoco_val2014_questions.json")
     with pytest.raises(DataError) as error:
-        make_builder("vqa2", str(tmp_path), processors={"answer": {"min_count": 1}}).build("val")
+        make_builder("vqa2", str(tmp_path), processors={"answer": {"params": {"min_count": 1}}}).build("val")
     text = str(error.value)
     assert "2 expected file(s) missing" in text
     assert str(tmp_path / "v2_mscoco_val2014_annotations.json") in text

@@ -6,8 +6,9 @@ import json
 
 import pytest
 import torch
-
 from dataset_helpers import make_builder, native
+
+from vlfw.tasks import TaskInfo
 
 VISUALS = [("images", "butd_tsv"), ("regions", "butd_tsv"), ("regions", "npy")]
 
@@ -31,10 +32,15 @@ def check_visual(sample, visual, fmt, seed=None, two=False):
 @pytest.mark.parametrize("visual,fmt", VISUALS)
 def test_vqa2(tmp_path, visual, fmt):
     facts = native.write_vqa2(str(tmp_path))
-    builder = make_builder("vqa2", str(tmp_path), visual, facts["features"], fmt, processors={"answer": {"min_count": 1}})
+    builder = make_builder("vqa2", str(tmp_path), visual, facts["features"], fmt,
+                           processors={"answer": {"params": {"min_count": 1}}})
     info = builder.task_info()
-    assert info["task"] == "vqa" and info["answers"] == facts["answers"] and info["num_answers"] == 3
-    assert ("detector_classes" in info) == (fmt == "npy")
+    assert isinstance(info, TaskInfo) and info.dataset == "vqa2" and info.visual == visual
+    assert info.task == "vqa" and list(info.answers) == facts["answers"] and info.num_answers == 3
+    assert (info.detector_classes is not None) == (fmt == "npy")
+    assert (info.text.vocab_size, info.text.pad_id, info.text.cls_id, info.text.sep_id) == (30522, 0, 101, 102)
+    assert info.text.processor == {"type": "bert_tokenizer", "params": {"vocab_path": None, "max_length": 24,
+                                                                         "lowercase": True}}
     train = builder.build("train")
     assert [train.records[i]["question_id"] for i in range(len(train))] == facts["train_ids"]
     sample = train[1]
@@ -53,7 +59,7 @@ def test_vqa2(tmp_path, visual, fmt):
 
 def test_vqa2_predictions(tmp_path):
     facts = native.write_vqa2(str(tmp_path))
-    builder = make_builder("vqa2", str(tmp_path), processors={"answer": {"min_count": 1}})
+    builder = make_builder("vqa2", str(tmp_path), processors={"answer": {"params": {"min_count": 1}}})
     batch = builder.collate([builder.build("val")[0]])
     rows = builder.format_predictions(batch, {"logits": torch.tensor([[0.0, 5.0, 1.0]])})
     assert rows == [{"question_id": 3000, "answer": "red"}]
@@ -66,7 +72,7 @@ def test_vqa2_predictions(tmp_path):
 def test_vqa2_vocabulary_cached_under_vlfw_cache(tmp_path, monkeypatch):
     native.write_vqa2(str(tmp_path / "data"))
     monkeypatch.setenv("VLFW_CACHE", str(tmp_path / "cache"))
-    builder = make_builder("vqa2", str(tmp_path / "data"), processors={"answer": {"min_count": 1}})
+    builder = make_builder("vqa2", str(tmp_path / "data"), processors={"answer": {"params": {"min_count": 1}}})
     assert len(builder.vocabulary) == 3
     cached = list((tmp_path / "cache" / "answers").glob("vqa2-*.json"))
     assert len(cached) == 1
@@ -82,7 +88,7 @@ def test_vqa2_vocabulary_cached_under_vlfw_cache(tmp_path, monkeypatch):
 def test_retrieval(tmp_path, name, visual, fmt):
     facts = native.write_karpathy(str(tmp_path), "coco" if name.startswith("coco") else "flickr30k")
     builder = make_builder(name, str(tmp_path), visual, facts["features"], fmt)
-    assert builder.task_info()["task"] == "retrieval"
+    assert builder.task_info().task == "retrieval"
     train = builder.build("train")
     # restval is merged into train: 2 captions of image 11 + 1 of image 12
     assert len(train) == 3 and [train[i].image_id for i in range(3)] == [11, 11, 12]
@@ -101,7 +107,7 @@ def test_retrieval(tmp_path, name, visual, fmt):
 def test_captioning(tmp_path, name):
     facts = native.write_karpathy(str(tmp_path), "coco" if name.startswith("coco") else "flickr30k")
     builder = make_builder(name, str(tmp_path))
-    assert builder.task_info()["task"] == "captioning"
+    assert builder.task_info().task == "captioning"
     train = builder.build("train")
     assert len(train) == 3 and train[0].references == ["A red square.", "Two circles"]  # raw stripped
     val = builder.build("val")[0]
@@ -114,8 +120,9 @@ def test_captioning(tmp_path, name):
 def test_cc3m(tmp_path, visual, fmt):
     facts = native.write_cc3m(str(tmp_path))
     builder = make_builder("cc3m", str(tmp_path), visual, facts["features"], fmt,
-                           processors={"masking": {"probability": 0.5, "region_probability": 0.5}})
-    assert builder.task_info()["task"] == "pretraining"
+                           processors={"masking": {"params": {"probability": 0.5}},
+                                       "region_masking": {"params": {"probability": 0.5}}})
+    assert builder.task_info().task == "pretraining"
     train = builder.build("train")
     assert [r["row"] for r in train.records] == facts["train_rows"]  # row 1 has no image / features
     assert train.bad_record_report()["build"] == {
@@ -134,7 +141,7 @@ def test_cc3m(tmp_path, visual, fmt):
 
 def test_cc3m_masking_depends_on_epoch_not_workers(tmp_path):
     native.write_cc3m(str(tmp_path))
-    builder = make_builder("cc3m", str(tmp_path), processors={"masking": {"probability": 0.5}})
+    builder = make_builder("cc3m", str(tmp_path), processors={"masking": {"params": {"probability": 0.5}}})
     dataset = builder.build("train")
     labels = []
     for epoch in range(6):
@@ -150,7 +157,7 @@ def test_cc3m_masking_depends_on_epoch_not_workers(tmp_path):
 
 def test_cc3m_without_masking(tmp_path):
     native.write_cc3m(str(tmp_path))
-    sample = make_builder("cc3m", str(tmp_path), processors={"masking": {"probability": 0.0}}).build("train")[0]
+    sample = make_builder("cc3m", str(tmp_path), processors={"masking": {"params": {"probability": 0.0}}}).build("train")[0]
     assert "mlm_labels" not in sample
 
 
@@ -158,7 +165,7 @@ def test_cc3m_without_masking(tmp_path):
 def test_nlvr2(tmp_path, visual, fmt):
     facts = native.write_nlvr2(str(tmp_path))
     builder = make_builder("nlvr2", str(tmp_path), visual, facts["features"], fmt)
-    assert builder.task_info()["num_labels"] == 2
+    assert builder.task_info().num_labels == 2
     train = builder.build("train")
     first = train[0]  # its left image is a JPEG named .png
     assert first.id == "train-10-0-0" and first.label.item() == 1 and train[1].label.item() == 0
@@ -186,7 +193,7 @@ def test_nlvr2_dev_images_under_images_folder(tmp_path):
 def test_snli_ve_both_image_keys_and_folders(tmp_path, folder, visual, fmt):
     facts = native.write_snli_ve(str(tmp_path), folder)
     builder = make_builder("snli_ve", str(tmp_path), visual, facts["features"], fmt)
-    assert builder.task_info()["num_labels"] == 3
+    assert builder.task_info().num_labels == 3
     train = builder.build("train")
     # Flikr30kID "100.jpg", Flickr30K_ID "101", and only pairID "102.jpg#..."
     assert [train[i].image_id for i in range(3)] == facts["image_ids"]
@@ -199,7 +206,7 @@ def test_snli_ve_both_image_keys_and_folders(tmp_path, folder, visual, fmt):
 def test_refcoco(tmp_path, name, visual, fmt):
     facts = native.write_refcoco(str(tmp_path))
     builder = make_builder(name, str(tmp_path), visual, facts["features"], fmt)
-    assert builder.task_info()["task"] == "rec"
+    assert builder.task_info().task == "rec"
     train = builder.build("train")
     # the refs file is a Python-2 pickle with a latin1 byte string: loaded via the retry
     assert [train[i].expression for i in range(2)] == ["left red square", "the caf\u00e9 box"]
@@ -224,7 +231,7 @@ def test_refcoco(tmp_path, name, visual, fmt):
 def test_vcr(tmp_path, visual, fmt):
     facts = native.write_vcr(str(tmp_path))
     builder = make_builder("vcr", str(tmp_path), visual, facts["features"], fmt)
-    assert builder.task_info()["num_choices"] == 4
+    assert builder.task_info().num_choices == 4
     sample = builder.build("train")[0]
     tok = builder.text_processor
     assert sample.answer_input_ids.shape[0] == 4 and sample.rationale_input_ids.shape[0] == 4
@@ -255,7 +262,7 @@ def test_vcr(tmp_path, visual, fmt):
 def test_flickr30k_entities(tmp_path, visual, fmt):
     facts = native.write_flickr30k_entities(str(tmp_path))
     builder = make_builder("flickr30k_entities", str(tmp_path), visual, facts["features"], fmt)
-    assert builder.task_info()["task"] == "grounding"
+    assert builder.task_info().task == "grounding"
     train = builder.build("train")
     # notvisual chain 0 is not a sample
     assert [train[i].phrase for i in range(len(train))] == facts["phrases"]
@@ -280,7 +287,8 @@ def test_max_samples_and_registry_defaults(tmp_path):
     expected = {"vqa2": ("soft_bce", "vqa_accuracy"), "nlvr2": ("cross_entropy", "nlvr2"),
                 "snli_ve": ("cross_entropy", "accuracy"), "refcoco": ("rec_bce", "rec_accuracy"),
                 "refcocog": ("rec_bce", "rec_accuracy"), "vcr": ("vcr_cross_entropy", "vcr_accuracy"),
-                "coco_retrieval": ("contrastive", "retrieval_recall"), "flickr30k_captioning": ("caption_cross_entropy", "caption_metrics"),
+                "coco_retrieval": ("contrastive", "retrieval_recall"),
+                "flickr30k_captioning": ("caption_cross_entropy", "caption_metrics"),
                 "flickr30k_entities": ("rec_bce", "grounding_recall")}
     for name, (loss, metric) in expected.items():
         config = DATASETS.get(name).DEFAULT_CONFIG

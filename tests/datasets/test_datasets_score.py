@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from dataset_helpers import native
+
 from vlfw.cli.score import main
 
 

@@ -21,9 +21,11 @@ def test_shapes_world_loads(shapes_tiny_root, name, visual, fmt):
     from vlfw.registry import DATASETS
 
     builder = DATASETS.get(name)({"source": "shapes", "visual": visual, "features": {"format": fmt},
-                                  "processors": {"image": {"size": 32}}}, name)
+                                  "processors": {"image": {"params": {"size": 32}}}}, name)
     info = builder.task_info()
-    assert info["task"] and ("detector_classes" in info) == (fmt == "npy")
+    assert info.task and (info.detector_classes is not None) == (fmt == "npy")
+    if info.detector_classes is not None:  # the world's classes.json names them
+        assert len(info.detector_class_names) == info.detector_classes
     for split in ("train", "val"):
         dataset = builder.build(split)
         assert len(dataset) > 0

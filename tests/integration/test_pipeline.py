@@ -20,7 +20,7 @@ CASES = [
 
 def make_builder(name, visual):
     return shapes_builder(name, visual=visual,
-                          processors={"image": {"size": 64}} if visual == "images" else {},
+                          processors={"image": {"params": {"size": 64}}} if visual == "images" else {},
                           features={"format": "butd_tsv"} if visual == "regions" else {})
 
 
@@ -34,7 +34,7 @@ def test_builder_model_loss_metric(name, visual, shapes_tiny_root):
     train = builder.build("train")
     batch = builder.collate([train[i] for i in range(min(4, len(train)))])
     if visual == "regions":  # the model sizes its region projection from task_info
-        assert info["region_feature_size"] == batch.region_features.shape[-1]
+        assert info.region_feature_size == batch.region_features.shape[-1]
     outputs = model(batch)
     for spec in builder.config.losses:
         loss = LOSSES.get(spec.type)(**spec.get("params", {}))(batch, outputs)

@@ -74,3 +74,21 @@ def test_processor_wrapper_uses_tokenizer_ids():
     assert set(out) >= {"input_ids", "token_type_ids", "word_ids", "mlm_labels"}
     assert out["mlm_labels"][0] == -100 and out["mlm_labels"][-1] == -100
     assert (out["mlm_labels"] != -100).any()
+
+
+def test_probability_zero_turns_the_processors_off():
+    from vlfw.processors.masking import RegionMasking
+    from vlfw.registry import PROCESSORS
+
+    tokenizer = BertTokenizerProcessor(max_length=20)
+    encoded = tokenizer("a man riding a horse")
+    off = PROCESSORS.get("whole_word_masking")(probability=0.0, tokenizer=tokenizer)
+    assert not off.enabled and off(encoded, torch.Generator().manual_seed(0)) is encoded
+    regions = PROCESSORS.get("region_masking")
+    assert regions is RegionMasking and not regions().enabled  # default probability 0
+    on = regions(probability=0.5)
+    assert torch.equal(on(40, torch.Generator().manual_seed(3)), mask_regions(40, 0.5, torch.Generator().manual_seed(3)))
+    import pytest
+
+    with pytest.raises(ValueError, match="probability"):
+        regions(probability=1.5)

@@ -19,7 +19,7 @@ def bench(name: str, visual: str, size: str, samples: int, image_size: int, batc
     from vlfw.registry import DATASETS
 
     builder = DATASETS.get(name)({"source": "shapes", "shapes": {"size": size, "seed": 0}, "visual": visual,
-                                  "processors": {"image": {"size": image_size}}}, name)
+                                  "processors": {"image": {"params": {"size": image_size}}}}, name)
     dataset = builder.build("train")
     count = min(samples, len(dataset))
     dataset[0]  # warm: indexes, tokenizer, vocabulary
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=None, help="builder names (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one loader worker
-    import vlfw.datasets.components  # noqa: F401
+    import vlfw.components  # noqa: F401  (the core builders)
     from vlfw.registry import DATASETS
     from vlfw.world import ensure_world
 

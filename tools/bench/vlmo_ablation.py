@@ -45,7 +45,7 @@ def train(task: str, variant: str, seed: int, args: argparse.Namespace, save_dir
     ]
     if args.image_size:
         overrides += [f"model_config.vlmo.image_size={args.image_size}",
-                      f"dataset_config.{task}.processors.image.size={args.image_size}"]
+                      f"dataset_config.{task}.processors.image.params.size={args.image_size}"]
     return run(load_config(overrides + list(args.override)))
 
 

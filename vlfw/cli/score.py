@@ -47,8 +47,8 @@ def score_vqa2(data_dir: str, split: str, predictions: str) -> dict[str, float]:
 
 
 def score_nlvr2(data_dir: str, split: str, predictions: str) -> dict[str, float]:
-    from vlfw.datasets.common import BadRecordCounter, iter_json_lines
     from vlfw.datasets.nlvr2 import read_predictions_csv
+    from vlfw.datasets.records import BadRecordCounter, iter_json_lines
     from vlfw.metrics.classification import nlvr2_sentence_key
 
     labels_path = _require(os.path.join(data_dir, f"{split}.json"), f"NLVR2 {split} labels")

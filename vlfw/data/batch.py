@@ -8,7 +8,8 @@ list. See docs/data.md for the field conventions.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from fnmatch import fnmatchcase
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
@@ -30,7 +31,15 @@ PAD_VALUES: dict[str, Any] = {
 }
 
 
-def pad_value(field: str) -> Any:
+def pad_value(field: str, pad_values: Mapping[str, Any] | None = None) -> Any:
+    """The value `field` is padded with: `pad_values` (a field name or a pattern such as
+    "*input_ids") first, then PAD_VALUES, -100 for `*_labels`, else 0."""
+    if pad_values:
+        if field in pad_values:
+            return pad_values[field]
+        for pattern, value in pad_values.items():
+            if fnmatchcase(field, pattern):
+                return value
     if field in PAD_VALUES:
         return PAD_VALUES[field]
     if field.endswith("_labels"):
@@ -123,8 +132,13 @@ def _real_mask(tensors: Sequence[torch.Tensor], feature_dims: int) -> torch.Tens
     return pad_stack(ones, False)
 
 
-def collate(samples: Iterable[Sample], dataset_name: str | None = None) -> Batch:
-    """Collate samples into a Batch: pad tensors, add masks, keep other values as lists."""
+def collate(samples: Iterable[Sample], dataset_name: str | None = None,
+            pad_values: Mapping[str, Any] | None = None) -> Batch:
+    """Collate samples into a Batch: pad tensors, add masks, keep other values as lists.
+
+    `pad_values` maps field names or patterns to padding values, e.g. {"*input_ids": 1} for a
+    tokenizer whose pad id is 1 (dataset builders pass their tokenizer's). Masks are computed
+    from the sizes, never from the padding value."""
     samples = list(samples)
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
@@ -137,7 +151,7 @@ def collate(samples: Iterable[Sample], dataset_name: str | None = None) -> Batch
     for key in keys:
         values = [s[key] for s in samples]
         if isinstance(values[0], torch.Tensor):
-            batch[key] = pad_stack(values, pad_value(key))
+            batch[key] = pad_stack(values, pad_value(key, pad_values))
             if key in MASKS and MASKS[key][0] not in keys:
                 mask_name, feature_dims = MASKS[key]
                 batch[mask_name] = _real_mask(values, feature_dims)

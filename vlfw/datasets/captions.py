@@ -7,12 +7,63 @@ import os
 import torch
 
 from vlfw.data.batch import Sample, pad_stack
-from vlfw.datasets.common import (BadRecordError, NativeBuilder, NativeDataset, dataset_defaults, join,
-                                  read_json, require_files)
+from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
+from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, read_json, require_files
 from vlfw.errors import DataError
 from vlfw.registry import DATASETS
 
 KARPATHY_SPLITS = {"train": ["train", "restval"], "val": ["val"], "test": ["test"]}
+# decoding settings the evaluator passes to model.generate for the captioning builders
+GENERATION_DEFAULTS = {"max_length": 30, "num_beams": 5, "length_penalty": 1.0, "min_length": 1}
+
+
+class CaptionsMapper(NativeMapper):
+    """Shared by retrieval and captioning: the image (or regions) of a Karpathy record."""
+
+    def visual_fields(self, record: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        where = f"image_id {record['image_id']}"
+        if self.visual == "images":
+            fields, _ = self.load_image(record["path"], where, generator)
+            return fields
+        return self.load_regions(str(record["image_id"]), record["stem"], where)
+
+    def encode_all(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        """(K, L) input_ids (padded with the tokenizer's pad id), token_type_ids and attention_mask
+        (True = a real token of that caption), and text_mask (K,)."""
+        encoded = [self.text(c) for c in captions]
+        ids = pad_stack([e["input_ids"] for e in encoded], self.text.pad_id)
+        types = pad_stack([e["token_type_ids"] for e in encoded])
+        # the mask is the sample's own: collate would take every position of the (K, L) stack as real
+        mask = pad_stack([torch.ones(len(e["input_ids"]), dtype=torch.bool) for e in encoded], False)
+        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
+                "text_mask": torch.ones(len(encoded), dtype=torch.bool)}
+
+
+class RetrievalMapper(CaptionsMapper):
+    """Train: (image, one caption). Val/test: the image and all its captions (K, L)."""
+
+    def __call__(self, record: dict, index: int, generator: torch.Generator) -> Sample:
+        sample = Sample(index=index, split=record["split"], image_id=record["image_id"])
+        if "caption" in record:
+            sample.id = f"{record['image_id']}_{record['caption_index']}"
+            self.encode(sample, record["caption"])
+        else:
+            sample.id = record["image_id"]
+            sample.update(self.encode_all(record["captions"]))
+        sample.update(self.visual_fields(record, generator))
+        return sample
+
+
+class CaptioningMapper(CaptionsMapper):
+    """(image, caption) for teacher forcing, with all the image's captions as `references`."""
+
+    def __call__(self, record: dict, index: int, generator: torch.Generator) -> Sample:
+        sample = Sample(index=index, split=record["split"], image_id=record["image_id"])
+        sample.id = record["image_id"] if record["caption_index"] is None else f"{record['image_id']}_{record['caption_index']}"
+        self.encode(sample, record["caption"])
+        sample.references = list(record["captions"])
+        sample.update(self.visual_fields(record, generator))
+        return sample
 
 
 class KarpathyCaptionsBuilder(NativeBuilder):
@@ -34,7 +85,7 @@ class KarpathyCaptionsBuilder(NativeBuilder):
             return join(self.paths.image_dir, "flickr30k-images", entry["filename"])
         return join(self.paths.image_dir, entry.get("filepath", ""), entry["filename"])
 
-    def read_images(self, split: str, bad) -> list[dict]:
+    def read_images(self, split: str, bad: BadRecordCounter) -> list[dict]:
         path = self.annotation_path()
         require_files(self.name, {"Karpathy split file": path})
         data = read_json(path)
@@ -65,26 +116,10 @@ class KarpathyCaptionsBuilder(NativeBuilder):
                             "split": entry["split"], "captions": captions, "where": where})
         return records
 
-    def visual_fields(self, dataset: NativeDataset, index: int, record: dict) -> dict[str, torch.Tensor]:
-        where = f"image_id {record['image_id']}"
-        if self.visual == "images":
-            fields, _ = self.load_image(record["path"], where, dataset.train, dataset.generator(index))
-            return fields
-        return self.load_regions(str(record["image_id"]), record["stem"], where)
-
-    def encode_all(self, captions: list[str]) -> dict[str, torch.Tensor]:
-        """(K, L) input_ids/token_type_ids, padded with 0, and text_mask (K,)."""
-        encoded = [self.text_processor(c) for c in captions]
-        ids = pad_stack([e["input_ids"] for e in encoded])
-        types = pad_stack([e["token_type_ids"] for e in encoded])
-        return {"input_ids": ids, "token_type_ids": types, "text_mask": torch.ones(len(encoded), dtype=torch.bool)}
-
-    def build(self, split: str) -> NativeDataset:
+    def read_records(self, split: str, bad: BadRecordCounter) -> list[dict]:
         """Train: one record per (image, caption); val/test: `eval_records` of the images."""
-        bad = self.new_bad_counter(split)
         images = self.read_images(split, bad)
-        records = per_caption(images) if self.is_train(split) else self.eval_records(images)
-        return self.make_dataset(split, records, self._load_sample, bad)
+        return per_caption(images) if self.is_train(split) else self.eval_records(images)
 
     def eval_records(self, images: list[dict]) -> list[dict]:
         raise NotImplementedError
@@ -100,26 +135,15 @@ class RetrievalBuilder(KarpathyCaptionsBuilder):
     as (K, L) `input_ids` and `text_mask` (K,)."""
 
     TASK = "retrieval"
+    MAPPER = RetrievalMapper
     DEFAULT_CONFIG = dataset_defaults(
         splits=KARPATHY_SPLITS,
-        losses=[{"type": "contrastive", "weight": 1.0, "params": {}}],
+        losses=[{"type": "contrastive", "params": {}}],
         metrics=[{"type": "retrieval_recall", "params": {}}],
     )
 
     def eval_records(self, images: list[dict]) -> list[dict]:
         return images
-
-    def _load_sample(self, dataset: NativeDataset, index: int, record: dict) -> Sample:
-        sample = Sample(index=index, split=record["split"], image_id=record["image_id"])
-        if "caption" in record:
-            sample.id = f"{record['image_id']}_{record['caption_index']}"
-            encoded = self.text_processor(record["caption"])
-            sample.input_ids, sample.token_type_ids = encoded["input_ids"], encoded["token_type_ids"]
-        else:
-            sample.id = record["image_id"]
-            sample.update(self.encode_all(record["captions"]))
-        sample.update(self.visual_fields(dataset, index, record))
-        return sample
 
 
 class CaptioningBuilder(KarpathyCaptionsBuilder):
@@ -127,23 +151,16 @@ class CaptioningBuilder(KarpathyCaptionsBuilder):
     `references` = all its captions, `input_ids` = its first caption."""
 
     TASK = "captioning"
+    MAPPER = CaptioningMapper
     DEFAULT_CONFIG = dataset_defaults(
         splits=KARPATHY_SPLITS,
-        losses=[{"type": "caption_cross_entropy", "weight": 1.0, "params": {}}],
+        generation=GENERATION_DEFAULTS,
+        losses=[{"type": "caption_cross_entropy", "params": {}}],
         metrics=[{"type": "caption_metrics", "params": {}}],
     )
 
     def eval_records(self, images: list[dict]) -> list[dict]:
         return [dict(image, caption=image["captions"][0], caption_index=None) for image in images]
-
-    def _load_sample(self, dataset: NativeDataset, index: int, record: dict) -> Sample:
-        sample = Sample(index=index, split=record["split"], image_id=record["image_id"])
-        sample.id = record["image_id"] if record["caption_index"] is None else f"{record['image_id']}_{record['caption_index']}"
-        encoded = self.text_processor(record["caption"])
-        sample.input_ids, sample.token_type_ids = encoded["input_ids"], encoded["token_type_ids"]
-        sample.references = list(record["captions"])
-        sample.update(self.visual_fields(dataset, index, record))
-        return sample
 
 
 @DATASETS.register("coco_retrieval")

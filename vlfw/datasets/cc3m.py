@@ -2,47 +2,84 @@
 
 from __future__ import annotations
 
-
+import os
 from typing import Any
 
-from vlfw.data.batch import Sample
-import os
+import torch
 
-from vlfw.datasets.common import (BadRecordError, NativeBuilder, NativeDataset, dataset_defaults, join,
-                                  path_manager, require_files)
+from vlfw.data.batch import Sample
+from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
+from vlfw.datasets.readers import make_feature_reader
+from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, path_manager, require_files
+from vlfw.errors import DataError
 from vlfw.registry import DATASETS
 
 TSV_FILES = {"train": "Train_GCC-training.tsv", "val": "Validation_GCC-1.1.0-Validation.tsv"}
 IMAGE_FOLDERS = {"train": "training", "val": "validation"}
 
 
+class CC3MMapper(NativeMapper):
+    """A caption row -> (whole-word masked) tokens, the image or the regions of its split's
+    feature files, and optionally `masked_regions`. One generator drives masking and augmentation."""
+
+    def __init__(self, *, masking: Any = None, region_masking: Any = None, split_readers: dict | None = None,
+                 **parts: Any) -> None:
+        super().__init__(**parts)
+        self.masking = masking  # whole_word_masking (None or probability 0: no mlm_labels)
+        self.region_masking = region_masking  # region_masking (None or probability 0: no masked_regions)
+        self.split_readers = split_readers or {}  # native split -> its feature reader
+
+    def __call__(self, record: dict, index: int, generator: torch.Generator) -> Sample:
+        sample = Sample(index=index, id=record["row"], split=record["native"], caption=record["caption"])
+        encoded = self.text(record["caption"])
+        if self.masking is not None and self.masking.enabled:
+            masked = self.masking(encoded, generator)
+            sample.input_ids, sample.mlm_labels = masked["input_ids"], masked["mlm_labels"]
+        else:
+            sample.input_ids = encoded["input_ids"]
+        sample.token_type_ids = encoded["token_type_ids"]
+        where = f"row {record['row']}"
+        if self.visual == "images":
+            sample.update(self.load_image(record["path"], where, generator)[0])
+        else:
+            name = f"{record['row']:08d}"
+            sample.update(self.split_readers[record["native"]].read(str(record["row"]), name, where))
+            if self.region_masking is not None and self.region_masking.enabled:
+                sample.masked_regions = self.region_masking(len(sample.region_features), generator)
+        return sample
+
+
 @DATASETS.register("cc3m")
 class CC3MBuilder(NativeBuilder):
     """`caption<TAB>url` TSVs; images `<image_dir>/<training|validation>/<row:08d>.jpg` by 0-based
     row. Rows whose image (or, with regions, whose feature record) is missing are dropped at
-    build time and counted. With processors.masking.probability > 0, `input_ids` are whole-word
-    masked and `mlm_labels` added; with region_probability > 0, `masked_regions` (N,) bool."""
+    build time and counted. With processors.masking (whole_word_masking) probability > 0,
+    `input_ids` are whole-word masked and `mlm_labels` added; with processors.region_masking
+    (region_masking) probability > 0, `masked_regions` (N,) bool."""
 
     TASK = "pretraining"
+    MAPPER = CC3MMapper
     DEFAULT_CONFIG = dataset_defaults(
         splits={"train": ["train"], "val": ["val"]},
-        processors={"masking": {"probability": 0.15, "region_probability": 0.0}},
+        processors={"masking": {"type": "whole_word_masking", "params": {"probability": 0.15}},
+                    "region_masking": {"type": "region_masking", "params": {"probability": 0.0}}},
         losses=[],
         metrics=[],
     )
 
-    def build(self, split: str) -> NativeDataset:
+    def check_natives(self, split: str) -> list[str]:
         natives = self.native_splits(split)
         unknown = [n for n in natives if n not in TSV_FILES]
         if unknown:
-            from vlfw.errors import DataError
-
             raise DataError(f"cc3m: unknown native split(s) {unknown}; known: {', '.join(TSV_FILES)}")
+        return natives
+
+    def read_records(self, split: str, bad: BadRecordCounter) -> list[dict]:
+        natives = self.check_natives(split)
         expected = {f"{n} captions": join(self.paths.data_dir, TSV_FILES[n]) for n in natives}
         if self.visual == "images":
             expected.update({f"{n} image folder": join(self.paths.image_dir, IMAGE_FOLDERS[n]) for n in natives})
         require_files(self.name, expected)
-        bad = self.new_bad_counter(split)
         records = []
         for native in natives:
             path = join(self.paths.data_dir, TSV_FILES[native])
@@ -68,15 +105,13 @@ class CC3MBuilder(NativeBuilder):
                         continue
                     records.append({"row": row, "caption": caption, "native": native, "path": join(folder, f"{name}.jpg")})
             bad.drop(f"{native} rows whose {'image' if present is not None else 'region features'} is missing", missing)
-        return self.make_dataset(split, records, self._load_sample, bad)
+        return records
 
     def reader_for(self, native: str):
         """Row numbers restart in each split: use the split's own feature files when there are
         several (a TSV whose name contains "training"/"validation", or an npy sub-folder)."""
         readers = self.__dict__.setdefault("_split_readers", {})
         if native not in readers:
-            from vlfw.datasets.readers import make_feature_reader
-
             fmt, folder = str(self.config.features.format), IMAGE_FOLDERS[native]
             features = dict(self.paths.features)
             if fmt == "butd_tsv":
@@ -90,38 +125,13 @@ class CC3MBuilder(NativeBuilder):
     def class_probability_reader(self):
         return self.reader_for(self.native_splits("train")[0])
 
-    def task_info(self) -> dict[str, Any]:
-        info = super().task_info()
-        info["mask_id"] = self.text_processor.mask_id
-        return info
+    def mapper_feature_reader(self, split: str) -> None:
+        return None  # regions come from the split's own readers (split_readers)
 
-    def _load_sample(self, dataset: NativeDataset, index: int, record: dict) -> Sample:
-        sample = Sample(index=index, id=record["row"], split=record["native"], caption=record["caption"])
-        generator = dataset.generator(index)
-        tokenizer = self.text_processor
-        encoded = tokenizer(record["caption"])
-        probability = float(self.option("processors.masking.probability", 0.0) or 0.0)
-        if probability > 0:
-            from vlfw.processors.masking import whole_word_mask
-
-            masked, labels = whole_word_mask(encoded["input_ids"], encoded["word_ids"], tokenizer.vocab_size,
-                                             tokenizer.mask_id, probability, generator, tokenizer.special_ids)
-            sample.input_ids, sample.mlm_labels = masked, labels
-        else:
-            sample.input_ids = encoded["input_ids"]
-        sample.token_type_ids = encoded["token_type_ids"]
-        where = f"row {record['row']}"
-        if self.visual == "images":
-            sample.update(self.load_image(record["path"], where, dataset.train, generator)[0])
-        else:
-            name = f"{record['row']:08d}"
-            sample.update(self.reader_for(record["native"]).read(str(record["row"]), name, where))
-            region_probability = float(self.option("processors.masking.region_probability", 0.0) or 0.0)
-            if region_probability > 0:
-                from vlfw.processors.masking import mask_regions
-
-                sample.masked_regions = mask_regions(len(sample.region_features), region_probability, generator)
-        return sample
-
-
-
+    def mapper_arguments(self, split: str) -> dict[str, Any]:
+        arguments = super().mapper_arguments(split)
+        if self.visual == "regions":
+            arguments["split_readers"] = {n: self.reader_for(n) for n in self.check_natives(split)}
+        arguments["masking"] = self.build_processor("masking", tokenizer=self.text_processor)
+        arguments["region_masking"] = self.build_processor("region_masking")
+        return arguments

@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ElementTree
 import torch
 
 from vlfw.data.batch import Sample
-from vlfw.datasets.common import (BadRecordError, NativeBuilder, NativeDataset, dataset_defaults, join,
-                                  path_manager, require_files)
+from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
+from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, path_manager, require_files
 from vlfw.errors import DataError
 from vlfw.processors.boxes import box_iou
 from vlfw.registry import DATASETS
@@ -52,6 +52,31 @@ def parse_annotation(text: str) -> tuple[float, float, dict[str, list[list[float
     return width, height, chains
 
 
+class Flickr30kEntitiesMapper(NativeMapper):
+    """A phrase record -> [CLS] phrase [SEP] sentence [SEP] tokens, candidates and targets."""
+
+    def __call__(self, record: dict, index: int, generator: torch.Generator) -> Sample:
+        sample = Sample(index=index, id=record["id"], split=record["native"], image_id=record["image_id"],
+                        phrase=record["phrase"], sentence=record["sentence"], phrase_type=record["types"][0])
+        self.encode(sample, record["phrase"], record["sentence"])
+        gt = torch.tensor(record["gt_boxes"], dtype=torch.float32).reshape(-1, 4)
+        where = f"phrase {record['id']}"
+        if self.visual == "regions":
+            sample.update(self.load_regions(record["image_id"], record["image_id"], where))
+            candidates = sample.region_boxes
+            sample.gt_boxes = gt
+        else:
+            candidates = torch.tensor(record["all_boxes"], dtype=torch.float32).reshape(-1, 4)
+            path = join(self.paths.image_dir, "flickr30k-images", f"{record['image_id']}.jpg")
+            fields, moved = self.load_image(path, where, generator, torch.cat([candidates, gt]))
+            sample.update(fields)
+            sample.region_boxes, sample.gt_boxes = moved[: len(candidates)], moved[len(candidates):]
+        if len(candidates) == 0:
+            raise DataError(f"{where}: no candidate boxes")
+        sample.region_targets = (box_iou(candidates, gt).max(dim=1).values >= 0.5).float()
+        return sample
+
+
 @DATASETS.register("flickr30k_entities")
 class Flickr30kEntitiesBuilder(NativeBuilder):
     """Sentences/<id>.txt, Annotations/<id>.xml, <split>.txt. `input_ids` = [CLS] phrase [SEP]
@@ -60,13 +85,14 @@ class Flickr30kEntitiesBuilder(NativeBuilder):
     `region_targets` (N,) = 1 where a candidate has IoU >= 0.5 with any box of the phrase's chain."""
 
     TASK = "grounding"
+    MAPPER = Flickr30kEntitiesMapper
     DEFAULT_CONFIG = dataset_defaults(
         splits={"train": ["train"], "val": ["val"], "test": ["test"]},
-        losses=[{"type": "rec_bce", "weight": 1.0, "params": {}}],
+        losses=[{"type": "rec_bce", "params": {}}],
         metrics=[{"type": "grounding_recall", "params": {}}],
     )
 
-    def build(self, split: str) -> NativeDataset:
+    def read_records(self, split: str, bad: BadRecordCounter) -> list[dict]:
         natives = self.native_splits(split)
         data_dir = self.paths.data_dir
         expected = {f"{n} split list": join(data_dir, f"{n}.txt") for n in natives}
@@ -74,7 +100,6 @@ class Flickr30kEntitiesBuilder(NativeBuilder):
         if self.visual == "images":
             expected["image folder"] = join(self.paths.image_dir, "flickr30k-images")
         require_files(self.name, expected)
-        bad = self.new_bad_counter(split)
         records = []
         for native in natives:
             with path_manager.open(join(data_dir, f"{native}.txt"), "r") as handle:
@@ -88,7 +113,8 @@ class Flickr30kEntitiesBuilder(NativeBuilder):
                     with path_manager.open(sentence_path, "r", encoding="utf-8") as handle:
                         lines = [line.strip() for line in handle if line.strip()]
                 except FileNotFoundError as error:
-                    bad.handle(BadRecordError(getattr(error, "filename", None) or xml_path, f"image {image_id}", "file not found"))
+                    bad.handle(BadRecordError(getattr(error, "filename", None) or xml_path, f"image {image_id}",
+                                              "file not found"))
                     continue
                 except (ElementTree.ParseError, AttributeError, TypeError, ValueError) as error:
                     bad.handle(BadRecordError(xml_path, f"image {image_id}", f"malformed annotation ({error})"))
@@ -106,26 +132,4 @@ class Flickr30kEntitiesBuilder(NativeBuilder):
                                         "phrase": phrase["text"], "chain": phrase["chain"], "types": phrase["types"],
                                         "gt_boxes": chains[phrase["chain"]], "all_boxes": all_boxes,
                                         "image_size": (width, height), "id": f"{image_id}_{number}_{k}"})
-        return self.make_dataset(split, records, self._load_sample, bad)
-
-    def _load_sample(self, dataset: NativeDataset, index: int, record: dict) -> Sample:
-        sample = Sample(index=index, id=record["id"], split=record["native"], image_id=record["image_id"],
-                        phrase=record["phrase"], sentence=record["sentence"], phrase_type=record["types"][0])
-        encoded = self.text_processor(record["phrase"], record["sentence"])
-        sample.input_ids, sample.token_type_ids = encoded["input_ids"], encoded["token_type_ids"]
-        gt = torch.tensor(record["gt_boxes"], dtype=torch.float32).reshape(-1, 4)
-        where = f"phrase {record['id']}"
-        if self.visual == "regions":
-            sample.update(self.load_regions(record["image_id"], record["image_id"], where))
-            candidates = sample.region_boxes
-            sample.gt_boxes = gt
-        else:
-            candidates = torch.tensor(record["all_boxes"], dtype=torch.float32).reshape(-1, 4)
-            path = join(self.paths.image_dir, "flickr30k-images", f"{record['image_id']}.jpg")
-            fields, moved = self.load_image(path, where, dataset.train, dataset.generator(index), torch.cat([candidates, gt]))
-            sample.update(fields)
-            sample.region_boxes, sample.gt_boxes = moved[: len(candidates)], moved[len(candidates):]
-        if len(candidates) == 0:
-            raise DataError(f"{where}: no candidate boxes")
-        sample.region_targets = (box_iou(candidates, gt).max(dim=1).values >= 0.5).float()
-        return sample
+        return records

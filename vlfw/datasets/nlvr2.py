@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from vlfw.data.batch import Batch, Sample, pad_stack
-from vlfw.datasets.common import (BadRecordError, NativeBuilder, NativeDataset, dataset_defaults, iter_json_lines,
-                                  join, path_manager, require_files)
+from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
+from vlfw.datasets.records import BadRecordCounter, BadRecordError, iter_json_lines, join, path_manager, require_files
 from vlfw.errors import DataError
 from vlfw.registry import DATASETS
 
@@ -36,30 +36,60 @@ def read_predictions_csv(path: str) -> dict[str, bool]:
     return out
 
 
+def image_folder(image_dir: str, native: str, directory: str | None) -> str:
+    """Where the two images of a record lie: train `images/train/<directory>/`, else `<native>/`
+    (or `images/<native>/`)."""
+    if native == "train":
+        return join(image_dir, "images", "train", str(directory))
+    flat = join(image_dir, native)
+    if path_manager.isdir(flat):
+        return flat
+    return join(image_dir, "images", native)
+
+
+class NLVR2Mapper(NativeMapper):
+    """A statement record -> tokens, the two images (or region sets) stacked on a leading 2, label."""
+
+    def __call__(self, record: dict, index: int, generator: torch.Generator) -> Sample:
+        sample = Sample(index=index, id=record["identifier"], split=record["native"], sentence=record["sentence"])
+        self.encode(sample, record["sentence"])
+        stems = image_stems(record["identifier"])
+        where = record["identifier"]
+        if self.visual == "images":
+            folder = image_folder(self.paths.image_dir, record["native"], record["directory"])
+            sides = [self.load_image(join(folder, f"{stem}.png"), where, generator)[0] for stem in stems]
+            sample.image = pad_stack([s["image"] for s in sides])
+            sample.image_size = torch.stack([s["image_size"] for s in sides])
+        else:
+            sides = [self.load_regions(stem, stem, where) for stem in stems]
+            sample.region_features = pad_stack([s["region_features"] for s in sides])
+            sample.region_boxes = pad_stack([s["region_boxes"] for s in sides])
+            sample.region_mask = pad_stack([torch.ones(len(s["region_features"]), dtype=torch.bool) for s in sides], False)
+            if all("region_class_probs" in s for s in sides):
+                sample.region_class_probs = pad_stack([s["region_class_probs"] for s in sides])
+            sample.image_size = torch.stack([s["image_size"] for s in sides])
+        if record["label"] is not None:
+            sample.label = torch.tensor(record["label"], dtype=torch.long)
+        return sample
+
+
 @DATASETS.register("nlvr2")
 class NLVR2Builder(NativeBuilder):
     """train.json / dev.json / test1.json (JSON lines). `image` (2, 3, H, W) or region fields
     with a leading 2 (left, right) and `region_mask` (2, N); `label` 1 for "True"."""
 
     TASK = "nlvr2"
+    MAPPER = NLVR2Mapper
     DEFAULT_CONFIG = dataset_defaults(
         splits={"train": ["train"], "val": ["dev"], "test": ["test1"]},
-        losses=[{"type": "cross_entropy", "weight": 1.0, "params": {}}],
+        losses=[{"type": "cross_entropy", "params": {}}],
         metrics=[{"type": "nlvr2", "params": {}}],
     )
 
-    def task_info(self) -> dict[str, Any]:
-        return {**super().task_info(), "num_labels": 2, "num_images": 2}
+    def task_fields(self) -> dict[str, Any]:
+        return {"num_labels": 2, "labels": ("False", "True"), "num_images": 2}
 
-    def image_folder(self, native: str, directory: str | None) -> str:
-        if native == "train":
-            return join(self.paths.image_dir, "images", "train", str(directory))
-        flat = join(self.paths.image_dir, native)
-        if path_manager.isdir(flat):
-            return flat
-        return join(self.paths.image_dir, "images", native)
-
-    def build(self, split: str) -> NativeDataset:
+    def read_records(self, split: str, bad: BadRecordCounter) -> list[dict]:
         natives = self.native_splits(split)
         require_files(self.name, {f"{n} annotations": join(self.paths.data_dir, f"{n}.json") for n in natives})
         if self.visual == "images":
@@ -70,7 +100,6 @@ class NLVR2Builder(NativeBuilder):
                         path_manager.isdir(join(self.paths.image_dir, "images", n))):
                     missing[f"{n} image folder"] = join(self.paths.image_dir, sub)
             require_files(self.name, missing)
-        bad = self.new_bad_counter(split)
         records = []
         for native in natives:
             path = join(self.paths.data_dir, f"{native}.json")
@@ -93,36 +122,15 @@ class NLVR2Builder(NativeBuilder):
                 records.append({"identifier": identifier, "sentence": sentence.strip(), "native": native,
                                 "label": None if label is None else LABELS[str(label)],
                                 "directory": None if row.get("directory") is None else str(row["directory"])})
-        return self.make_dataset(split, records, self._load_sample, bad)
-
-    def _load_sample(self, dataset: NativeDataset, index: int, record: dict) -> Sample:
-        sample = Sample(index=index, id=record["identifier"], split=record["native"], sentence=record["sentence"])
-        encoded = self.text_processor(record["sentence"])
-        sample.input_ids, sample.token_type_ids = encoded["input_ids"], encoded["token_type_ids"]
-        stems = image_stems(record["identifier"])
-        where = record["identifier"]
-        if self.visual == "images":
-            folder = self.image_folder(record["native"], record["directory"])
-            generator = dataset.generator(index)
-            sides = [self.load_image(join(folder, f"{stem}.png"), where, dataset.train, generator)[0] for stem in stems]
-            sample.image = pad_stack([s["image"] for s in sides])
-            sample.image_size = torch.stack([s["image_size"] for s in sides])
-        else:
-            sides = [self.load_regions(stem, stem, where) for stem in stems]
-            sample.region_features = pad_stack([s["region_features"] for s in sides])
-            sample.region_boxes = pad_stack([s["region_boxes"] for s in sides])
-            sample.region_mask = pad_stack([torch.ones(len(s["region_features"]), dtype=torch.bool) for s in sides], False)
-            if all("region_class_probs" in s for s in sides):
-                sample.region_class_probs = pad_stack([s["region_class_probs"] for s in sides])
-            sample.image_size = torch.stack([s["image_size"] for s in sides])
-        if record["label"] is not None:
-            sample.label = torch.tensor(record["label"], dtype=torch.long)
-        return sample
+        return records
 
     def format_predictions(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> list[dict]:
         """[{"identifier", "prediction": "True"|"False"}] from the argmax of `logits`."""
         best = outputs["logits"].argmax(dim=-1).tolist()
         return [{"identifier": str(i), "prediction": "True" if b == 1 else "False"} for i, b in zip(batch["id"], best)]
+
+    def predictions_file(self, split: str) -> str:
+        return f"{self.name}_{split}.csv"  # the official format is a CSV
 
     def write_predictions(self, predictions: list[dict], path: str) -> None:
         """The official CSV: one `identifier,True|False` line per example, no header."""

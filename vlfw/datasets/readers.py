@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from vlfw.datasets.common import BadRecordError, path_manager
+from vlfw.datasets.records import BadRecordError, path_manager
 from vlfw.errors import DataError
+from vlfw.restricted_pickle import PickleLoadError, UnsafePickleError, load_npy_object
 
 BOX_TOLERANCE = 1.0  # pixels a detector box may stick out of the image (rounding)
 
@@ -182,8 +183,9 @@ class ButdTsvReader:
 class NpyFeatureReader:
     """Per-image `<stem>.npy` (N, D) and `<stem>_info.npy` (MMF layout).
 
-    Security: `_info.npy` files are pickles, loaded with np.load(allow_pickle=True), and
-    unpickling runs arbitrary code: only point features.path at directories you trust.
+    `_info.npy` files are pickles: they are read through vlfw.restricted_pickle, which rebuilds
+    only plain containers, numbers, strings and numpy arrays and refuses any other global, so
+    features.path may point at a directory from an untrusted source.
     """
 
     def __init__(self, directory: str, max_regions: int = 36, dataset: str = "") -> None:
@@ -204,12 +206,19 @@ class NpyFeatureReader:
     def _load_info(self, path: str, where: str) -> dict:
         try:
             with path_manager.open(path, "rb") as handle:
-                info = np.load(io.BytesIO(handle.read()), allow_pickle=True)
-            info = info.item() if isinstance(info, np.ndarray) else info
+                data = handle.read()
         except FileNotFoundError:
             raise BadRecordError(path, where, "region info file not found", kind="features") from None
-        except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise BadRecordError(path, where, f"cannot load the region info ({error})", kind="features") from None
+        except OSError as error:
+            raise BadRecordError(path, where, f"cannot read the region info ({error})", kind="features") from None
+        try:
+            info = load_npy_object(data, path)  # never np.load(allow_pickle=True): see docs/security.md
+        except UnsafePickleError as error:
+            raise BadRecordError(path, where, error.reason, kind="features") from None
+        except PickleLoadError as error:
+            raise BadRecordError(path, where, f"cannot load the region info ({error.reason})", kind="features") from None
+        if isinstance(info, np.ndarray) and info.size == 1:
+            info = info.item()  # np.save wraps the dict in a 0-d object array
         if not isinstance(info, dict):
             raise BadRecordError(path, where, "the info file does not hold a dict", kind="features")
         return info
@@ -243,7 +252,8 @@ class NpyFeatureReader:
         if class_probs is not None:
             class_probs = np.asarray(class_probs, dtype=np.float32)
             if class_probs.ndim != 2 or len(class_probs) != num_boxes:
-                raise BadRecordError(info_path, where, f"cls_prob has shape {class_probs.shape}, expected ({num_boxes}, C)", kind="features")
+                raise BadRecordError(info_path, where, f"cls_prob has shape {class_probs.shape}, expected ({num_boxes}, C)",
+                                     kind="features")
         problem = check_regions(boxes, features, width, height)
         if problem:
             raise BadRecordError(feature_path, where, problem, kind="features")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 import torch
 
+from vlfw import restricted_pickle
 from vlfw.data.batch import Sample
-from vlfw.datasets.common import (BadRecordError, NativeBuilder, NativeDataset, dataset_defaults, join,
-                                  path_manager, read_json, require_files)
+from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
+from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, path_manager, read_json, require_files
 from vlfw.errors import DataError
 from vlfw.processors.boxes import box_iou, xywh_to_xyxy
 from vlfw.registry import DATASETS
@@ -18,24 +18,59 @@ from vlfw.registry import DATASETS
 def load_refs(path: str) -> list[dict]:
     """refs(<splitBy>).p: a Python-2 pickle; retried with encoding="latin1" when needed.
 
-    Unpickling runs code: only load refs files from trusted sources."""
+    Read through vlfw.restricted_pickle (plain containers, numbers, strings, numpy arrays; any other
+    global is refused, never imported), so a refs file from an untrusted source runs no code."""
     try:
         with path_manager.open(path, "rb") as handle:
             data = handle.read()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     try:
-        refs = pickle.loads(data)
-    except UnicodeDecodeError:
+        refs = restricted_pickle.loads(data, path)
+    except restricted_pickle.PickleTextError:  # Python-2 byte strings that are not ASCII
         try:
-            refs = pickle.loads(data, encoding="latin1")
-        except Exception as error:  # noqa: BLE001
-            raise DataError(f"{path}: cannot unpickle the refs, even as latin1 ({error})") from None
-    except Exception as error:  # noqa: BLE001 - truncated or not a pickle
-        raise DataError(f"{path}: cannot unpickle the refs ({type(error).__name__}: {error}); download it again") from None
+            refs = restricted_pickle.loads(data, path, encoding="latin1")
+        except restricted_pickle.UnsafePickleError:
+            raise
+        except restricted_pickle.CorruptPickleError as error:
+            raise DataError(f"{path}: cannot unpickle the refs, even as latin1 ({error.detail})") from None
+    except restricted_pickle.UnsafePickleError:
+        raise  # one line naming the file and the forbidden global
+    except restricted_pickle.CorruptPickleError as error:  # truncated or not a pickle
+        raise DataError(f"{path}: cannot unpickle the refs ({error.detail}); download it again") from None
     if not isinstance(refs, list):
         raise DataError(f"{path}: expected a pickled list of refs, got {type(refs).__name__}")
     return refs
+
+
+class RefCocoMapper(NativeMapper):
+    """An expression record -> tokens, candidate boxes (detector regions, or the image's COCO
+    instance boxes from `image_boxes`), `region_targets` and `gt_box`."""
+
+    def __init__(self, *, image_boxes: dict[int, list] | None = None, **parts: Any) -> None:
+        super().__init__(**parts)
+        self.image_boxes = image_boxes or {}  # image_id -> COCO xywh boxes of its instances (visual=images)
+
+    def __call__(self, record: dict, index: int, generator: torch.Generator) -> Sample:
+        sample = Sample(index=index, id=record["sent_id"], split=record["split"], image_id=record["image_id"],
+                        ref_id=record["ref_id"], ann_id=record["ann_id"], expression=record["text"])
+        self.encode(sample, record["text"])
+        gt = xywh_to_xyxy(torch.tensor([record["bbox"]], dtype=torch.float32))
+        where = f"sent_id {record['sent_id']}"
+        if self.visual == "regions":
+            stem = record["file_name"].rsplit(".", 1)[0]
+            sample.update(self.load_regions(str(record["image_id"]), stem, where))
+            candidates = sample.region_boxes
+            sample.gt_box = gt[0]
+        else:
+            boxes = self.image_boxes.get(record["image_id"], [])
+            candidates = xywh_to_xyxy(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+            path = join(self.paths.image_dir, "train2014", record["file_name"])
+            fields, moved = self.load_image(path, where, generator, torch.cat([candidates, gt]))
+            sample.update(fields)
+            sample.region_boxes, sample.gt_box = moved[:-1], moved[-1]
+        sample.region_targets = (box_iou(candidates, gt)[:, 0] > 0.5).float()
+        return sample
 
 
 class RefCocoBuilder(NativeBuilder):
@@ -45,10 +80,11 @@ class RefCocoBuilder(NativeBuilder):
 
     TASK = "rec"
     FOLDER = "refcoco"
+    MAPPER = RefCocoMapper
     DEFAULT_CONFIG = dataset_defaults(
         split_by="unc",
         splits={"train": ["train"], "val": ["val"], "test": ["testA", "testB"], "testA": ["testA"], "testB": ["testB"]},
-        losses=[{"type": "rec_bce", "weight": 1.0, "params": {}}],
+        losses=[{"type": "rec_bce", "params": {}}],
         metrics=[{"type": "rec_accuracy", "params": {}}],
     )
 
@@ -71,12 +107,11 @@ class RefCocoBuilder(NativeBuilder):
             self._instances = {"images": images, "annotations": annotations, "by_image": by_image}
         return self._instances
 
-    def build(self, split: str) -> NativeDataset:
+    def read_records(self, split: str, bad: BadRecordCounter) -> list[dict]:
         files = self.files()
         require_files(self.name, {"COCO instances": files["instances"], f"refs (split_by {self.config.split_by})": files["refs"]})
         natives = set(self.native_splits(split))
         instances = self.instances()
-        bad = self.new_bad_counter(split)
         records = []
         for position, ref in enumerate(load_refs(files["refs"])):
             if not isinstance(ref, dict) or ref.get("split") not in natives:
@@ -97,37 +132,21 @@ class RefCocoBuilder(NativeBuilder):
             for sentence in ref.get("sentences", []):
                 text = sentence.get("sent") or sentence.get("raw") if isinstance(sentence, dict) else None
                 if not isinstance(text, str) or not text.strip():
-                    bad.handle(BadRecordError(files["refs"], f"{where} sentence {sentence.get('sent_id') if isinstance(sentence, dict) else '?'}",
+                    bad.handle(BadRecordError(files["refs"], f"{where} sentence "
+                                                             f"{sentence.get('sent_id') if isinstance(sentence, dict) else '?'}",
                                               "empty expression"))
                     continue
                 records.append({"sent_id": sentence.get("sent_id"), "ref_id": ref.get("ref_id"), "ann_id": int(annotation["id"]),
                                 "image_id": int(image["id"]), "file_name": image["file_name"], "text": text.strip(),
-                                "split": ref["split"]})
-        return self.make_dataset(split, records, self._load_sample, bad)
+                                "split": ref["split"], "bbox": list(bbox)})
+        return records
 
-    def _load_sample(self, dataset: NativeDataset, index: int, record: dict) -> Sample:
-        instances = self.instances()
-        sample = Sample(index=index, id=record["sent_id"], split=record["split"], image_id=record["image_id"],
-                        ref_id=record["ref_id"], ann_id=record["ann_id"], expression=record["text"])
-        encoded = self.text_processor(record["text"])
-        sample.input_ids, sample.token_type_ids = encoded["input_ids"], encoded["token_type_ids"]
-        gt = xywh_to_xyxy(torch.tensor([instances["annotations"][record["ann_id"]]["bbox"]], dtype=torch.float32))
-        where = f"sent_id {record['sent_id']}"
-        if self.visual == "regions":
-            stem = record["file_name"].rsplit(".", 1)[0]
-            sample.update(self.load_regions(str(record["image_id"]), stem, where))
-            candidates = sample.region_boxes
-            sample.gt_box = gt[0]
-        else:
-            boxes = [a["bbox"] for a in instances["by_image"].get(record["image_id"], [])]
-            candidates = xywh_to_xyxy(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-            path = join(self.paths.image_dir, "train2014", record["file_name"])
-            fields, moved = self.load_image(path, where, dataset.train, dataset.generator(index),
-                                            torch.cat([candidates, gt]))
-            sample.update(fields)
-            sample.region_boxes, sample.gt_box = moved[:-1], moved[-1]
-        sample.region_targets = (box_iou(candidates, gt)[:, 0] > 0.5).float()
-        return sample
+    def mapper_arguments(self, split: str) -> dict[str, Any]:
+        arguments = super().mapper_arguments(split)
+        if self.visual == "images":  # the candidates: every COCO instance box of the image
+            arguments["image_boxes"] = {image_id: [a["bbox"] for a in annotations]
+                                        for image_id, annotations in self.instances()["by_image"].items()}
+        return arguments
 
 
 @DATASETS.register("refcoco")
@@ -146,6 +165,6 @@ class RefCocogBuilder(RefCocoBuilder):
     DEFAULT_CONFIG = dataset_defaults(
         split_by="umd",
         splits={"train": ["train"], "val": ["val"], "test": ["test"]},
-        losses=[{"type": "rec_bce", "weight": 1.0, "params": {}}],
+        losses=[{"type": "rec_bce", "params": {}}],
         metrics=[{"type": "rec_accuracy", "params": {}}],
     )

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 
 from vlfw.data.batch import Sample
-from vlfw.datasets.common import (BadRecordError, NativeBuilder, NativeDataset, dataset_defaults, iter_json_lines,
-                                  join, path_manager, require_files)
+from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
+from vlfw.datasets.records import BadRecordCounter, BadRecordError, iter_json_lines, join, path_manager, require_files
 from vlfw.registry import DATASETS
 
 LABELS = ("entailment", "neutral", "contradiction")
@@ -28,19 +28,41 @@ def flickr_id(row: dict) -> str | None:
     return None
 
 
+class SnliVeMapper(NativeMapper):
+    """A hypothesis record -> tokens, the Flickr30k premise image (or its regions), label."""
+
+    def __init__(self, *, image_folder: str, **parts: Any) -> None:
+        super().__init__(**parts)
+        self.image_folder = image_folder
+
+    def __call__(self, record: dict, index: int, generator: torch.Generator) -> Sample:
+        sample = Sample(index=index, id=record["id"], split=record["native"], image_id=record["image_id"],
+                        hypothesis=record["hypothesis"])
+        self.encode(sample, record["hypothesis"])
+        where = f"pairID {record['id']}"
+        if self.visual == "images":
+            path = join(self.image_folder, f"{record['image_id']}.jpg")
+            sample.update(self.load_image(path, where, generator)[0])
+        else:
+            sample.update(self.load_regions(record["image_id"], record["image_id"], where))
+        sample.label = torch.tensor(record["label"], dtype=torch.long)
+        return sample
+
+
 @DATASETS.register("snli_ve")
 class SnliVeBuilder(NativeBuilder):
     """snli_ve_{train,dev,test}.jsonl; `label` = index in (entailment, neutral, contradiction)."""
 
     TASK = "classification"
+    MAPPER = SnliVeMapper
     DEFAULT_CONFIG = dataset_defaults(
         splits={"train": ["train"], "val": ["dev"], "test": ["test"]},
-        losses=[{"type": "cross_entropy", "weight": 1.0, "params": {}}],
+        losses=[{"type": "cross_entropy", "params": {}}],
         metrics=[{"type": "accuracy", "params": {}}],
     )
 
-    def task_info(self) -> dict[str, Any]:
-        return {**super().task_info(), "num_labels": len(LABELS), "labels": list(LABELS)}
+    def task_fields(self) -> dict[str, Any]:
+        return {"num_labels": len(LABELS), "labels": tuple(LABELS)}
 
     def image_folder(self) -> str:
         """flickr30k_images/ or flickr30k-images/, whichever exists (looked up once)."""
@@ -49,13 +71,12 @@ class SnliVeBuilder(NativeBuilder):
             self._image_folder = found[0] if found else join(self.paths.image_dir, IMAGE_FOLDERS[0])
         return self._image_folder
 
-    def build(self, split: str) -> NativeDataset:
+    def read_records(self, split: str, bad: BadRecordCounter) -> list[dict]:
         natives = self.native_splits(split)
         expected = {f"{n} annotations": join(self.paths.data_dir, f"snli_ve_{n}.jsonl") for n in natives}
         if self.visual == "images" and not any(path_manager.isdir(join(self.paths.image_dir, f)) for f in IMAGE_FOLDERS):
             expected["image folder (flickr30k_images or flickr30k-images)"] = join(self.paths.image_dir, IMAGE_FOLDERS[0])
         require_files(self.name, expected)
-        bad = self.new_bad_counter(split)
         records = []
         for native in natives:
             path = join(self.paths.data_dir, f"snli_ve_{native}.jsonl")
@@ -75,18 +96,7 @@ class SnliVeBuilder(NativeBuilder):
                     continue
                 records.append({"id": str(row.get("pairID", f"{native}:{number}")), "image_id": image_id,
                                 "hypothesis": hypothesis.strip(), "label": LABELS.index(label), "native": native})
-        return self.make_dataset(split, records, self._load_sample, bad)
+        return records
 
-    def _load_sample(self, dataset: NativeDataset, index: int, record: dict) -> Sample:
-        sample = Sample(index=index, id=record["id"], split=record["native"], image_id=record["image_id"],
-                        hypothesis=record["hypothesis"])
-        encoded = self.text_processor(record["hypothesis"])
-        sample.input_ids, sample.token_type_ids = encoded["input_ids"], encoded["token_type_ids"]
-        where = f"pairID {record['id']}"
-        if self.visual == "images":
-            path = join(self.image_folder(), f"{record['image_id']}.jpg")
-            sample.update(self.load_image(path, where, dataset.train, dataset.generator(index))[0])
-        else:
-            sample.update(self.load_regions(record["image_id"], record["image_id"], where))
-        sample.label = torch.tensor(record["label"], dtype=torch.long)
-        return sample
+    def mapper_arguments(self, split: str) -> dict[str, Any]:
+        return {**super().mapper_arguments(split), "image_folder": self.image_folder()}

@@ -12,8 +12,8 @@ import torch
 
 from vlfw.cache import cache_dir
 from vlfw.data.batch import Batch, Sample
-from vlfw.datasets.common import (BadRecordError, NativeBuilder, NativeDataset, dataset_defaults, join,
-                                  path_manager, read_json, require_files)
+from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
+from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, path_manager, read_json, require_files
 from vlfw.errors import DataError
 from vlfw.registry import DATASETS
 
@@ -36,19 +36,47 @@ def image_file(image_dir: str, subset: str, image_id: int) -> str:
     return join(image_dir, folder, f"COCO_{folder}_{int(image_id):012d}.jpg")
 
 
+class VQA2Mapper(NativeMapper):
+    """A question record -> question tokens, the COCO image (or its regions), soft targets."""
+
+    def __init__(self, *, answer: Any = None, **parts: Any) -> None:
+        super().__init__(**parts)
+        self.answer = answer  # the answer processor (None: no split record carries answers)
+
+    def __call__(self, record: dict, index: int, generator: torch.Generator) -> Sample:
+        sample = Sample(index=index, id=record["question_id"], split=record["subset"],
+                        image_id=record["image_id"], question=record["question"])
+        self.encode(sample, record["question"])
+        where = f"question_id {record['question_id']}"
+        if self.visual == "images":
+            path = image_file(self.paths.image_dir, record["subset"], record["image_id"])
+            fields, _ = self.load_image(path, where, generator)
+            sample.update(fields)
+        else:
+            folder = IMAGE_SUBSET.get(record["subset"], record["subset"])
+            stem = f"COCO_{folder}_{record['image_id']:012d}"
+            sample.update(self.load_regions(str(record["image_id"]), stem, where))
+        if "answers" in record:
+            sample.targets = self.answer(record["answers"])
+            sample.answers = list(record["answers"])
+            sample.answer_type = record["answer_type"]
+        return sample
+
+
 @DATASETS.register("vqa2")
 class VQA2Builder(NativeBuilder):
     """VQA v2. The answer vocabulary is built from the `train` split's annotations
     (answers in >= min_count questions; min_count null: 9 for real data, 1 for Shapes) or read
-    from `processors.answer.vocabulary_path`; it is cached under $VLFW_CACHE/answers."""
+    from `processors.answer.params.vocabulary_path`; it is cached under $VLFW_CACHE/answers."""
 
     TASK = "vqa"
+    MAPPER = VQA2Mapper
     DEFAULT_CONFIG = dataset_defaults(
         splits={"train": ["train2014"], "val": ["val2014"], "test": ["test-dev2015"]},
-        processors={"answer": {"min_count": None, "vocabulary_path": None}},
+        processors={"answer": {"type": "vqa_answer", "params": {"min_count": None, "vocabulary_path": None}}},
         # questions of the training split without any in-vocabulary answer are dropped (counted)
         drop_unanswerable_train=True,
-        losses=[{"type": "soft_bce", "weight": 1.0, "params": {}}],
+        losses=[{"type": "soft_bce", "params": {}}],
         metrics=[{"type": "vqa_accuracy", "params": {}}],
     )
 
@@ -67,7 +95,7 @@ class VQA2Builder(NativeBuilder):
     # -- answer vocabulary --------------------------------------------------------------------
     @property
     def min_count(self) -> int:
-        value = self.option("processors.answer.min_count")
+        value = self.option("processors.answer.params.min_count")
         if value is None:
             return 1 if str(self.config.source) == "shapes" else 9
         return int(value)
@@ -81,7 +109,7 @@ class VQA2Builder(NativeBuilder):
     def _load_vocabulary(self):
         from vlfw.processors.answers import AnswerVocabulary
 
-        fixed = self.option("processors.answer.vocabulary_path")
+        fixed = self.option("processors.answer.params.vocabulary_path")
         if fixed:
             try:
                 return AnswerVocabulary.load(fixed)
@@ -89,7 +117,7 @@ class VQA2Builder(NativeBuilder):
                 raise DataError(str(error)) from None
         files = [annotation_file(self.paths.data_dir, s) for s in self.native_splits("train")]
         require_files(self.name, {f"train annotations ({os.path.basename(f)})": f for f in files},
-                      "The answer vocabulary is built from them (or set processors.answer.vocabulary_path).")
+                      "The answer vocabulary is built from them (or set processors.answer.params.vocabulary_path).")
         digest = hashlib.sha1()
         for f in files:
             stat = os.stat(f) if os.path.exists(f) else None
@@ -109,7 +137,7 @@ class VQA2Builder(NativeBuilder):
         vocabulary = AnswerVocabulary.from_annotations(answers, min_count=self.min_count)
         if len(vocabulary) == 0:
             raise DataError(f"{self.name}: no answer occurs in >= {self.min_count} training questions of "
-                            f"{', '.join(files)}; lower processors.answer.min_count")
+                            f"{', '.join(files)}; lower processors.answer.params.min_count")
         try:
             os.makedirs(os.path.dirname(cached), exist_ok=True)
             tmp = f"{cached}.{os.getpid()}.tmp"
@@ -121,16 +149,13 @@ class VQA2Builder(NativeBuilder):
 
     @property
     def answer_processor(self):
+        """`processors.answer` with the vocabulary injected."""
         if self._answer_processor is None:
-            from vlfw.processors.answers import VQAAnswerProcessor
-
-            self._answer_processor = VQAAnswerProcessor(vocabulary=self.vocabulary)
+            self._answer_processor = self.build_processor("answer", vocabulary=self.vocabulary)
         return self._answer_processor
 
-    def task_info(self) -> dict[str, Any]:
-        info = super().task_info()
-        info.update(num_answers=len(self.vocabulary), answers=list(self.vocabulary.answers))
-        return info
+    def task_fields(self) -> dict[str, Any]:
+        return {"num_answers": len(self.vocabulary), "answers": tuple(self.vocabulary.answers)}
 
     # -- records ------------------------------------------------------------------------------
     def expected_files(self, split: str) -> dict[str, str]:
@@ -144,12 +169,17 @@ class VQA2Builder(NativeBuilder):
                 expected[f"{subset} image folder"] = join(self.paths.image_dir, folder)
         return expected
 
-    def build(self, split: str) -> NativeDataset:
+    def has_annotations(self, split: str) -> bool:
+        """Whether the split's records carry answers (test: only when its annotations exist)."""
+        return split != "test" or any(path_manager.exists(annotation_file(self.paths.data_dir, s))
+                                      for s in self.native_splits(split))
+
+    def read_records(self, split: str, bad: BadRecordCounter) -> list[dict]:
         expected = self.expected_files(split)
         require_files(self.name, expected)
-        bad = self.new_bad_counter(split)
         train = self.is_train(split)
-        processor = self.answer_processor if split != "test" else None
+        drop_unanswerable = train and bool(self.config.drop_unanswerable_train)
+        vocabulary = self.vocabulary if drop_unanswerable else None
         records: list[dict] = []
         unanswerable = 0
         for subset in self.native_splits(split):
@@ -185,7 +215,7 @@ class VQA2Builder(NativeBuilder):
                     if not answers or not all(isinstance(a, str) for a in answers):
                         bad.handle(BadRecordError(apath, where, "annotation without answers"))
                         continue
-                    if train and bool(self.config.drop_unanswerable_train) and not processor.has_target(answers):
+                    if drop_unanswerable and not vocabulary.has_any(answers):
                         unanswerable += 1
                         continue
                     record["answers"] = answers
@@ -195,28 +225,11 @@ class VQA2Builder(NativeBuilder):
             bad.drop("question without an in-vocabulary answer (training only)", unanswerable)
             log.info("%s %s: dropped %d training questions none of whose answers is in the %d-answer vocabulary",
                      self.name, split, unanswerable, len(self.vocabulary))
-        return self.make_dataset(split, records, self._load_sample, bad)
+        return records
 
-    def _load_sample(self, dataset: NativeDataset, index: int, record: dict) -> Sample:
-        sample = Sample(index=index, id=record["question_id"], split=record["subset"],
-                        image_id=record["image_id"], question=record["question"])
-        encoded = self.text_processor(record["question"])
-        sample.input_ids = encoded["input_ids"]
-        sample.token_type_ids = encoded["token_type_ids"]
-        where = f"question_id {record['question_id']}"
-        if self.visual == "images":
-            path = image_file(self.paths.image_dir, record["subset"], record["image_id"])
-            fields, _ = self.load_image(path, where, dataset.train, dataset.generator(index))
-            sample.update(fields)
-        else:
-            folder = IMAGE_SUBSET.get(record["subset"], record["subset"])
-            stem = f"COCO_{folder}_{record['image_id']:012d}"
-            sample.update(self.load_regions(str(record["image_id"]), stem, where))
-        if "answers" in record:
-            sample.targets = self.answer_processor(record["answers"])
-            sample.answers = list(record["answers"])
-            sample.answer_type = record["answer_type"]
-        return sample
+    def mapper_arguments(self, split: str) -> dict[str, Any]:
+        answer = self.answer_processor if self.has_annotations(split) else None
+        return {**super().mapper_arguments(split), "answer": answer}
 
     # -- predictions --------------------------------------------------------------------------
     def format_predictions(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> list[dict]:

@@ -6,7 +6,7 @@ import json
 import os
 import re
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import torch
 
@@ -166,6 +166,19 @@ class AnswerVocabulary:
         """Position of `answer` exactly as given, or None."""
         return self._index.get(answer)
 
+    def counts(self, answers: Sequence[str]) -> Counter:
+        """position -> how many of `answers` (in vocabulary form) are that vocabulary answer."""
+        counts: Counter = Counter()
+        for answer in answers:
+            position = self.exact_index(vocabulary_answer(answer))
+            if position is not None:
+                counts[position] += 1
+        return counts
+
+    def has_any(self, answers: Sequence[str]) -> bool:
+        """Whether at least one of the answers (in vocabulary form) is in the vocabulary."""
+        return any(self.exact_index(vocabulary_answer(a)) is not None for a in answers)
+
     def __len__(self) -> int:
         return len(self.answers)
 
@@ -187,12 +200,22 @@ class VQAAnswerProcessor(Processor):
     """Human answers -> soft target FloatTensor (len(vocabulary),).
 
     Each answer is put in vocabulary form and counted; an answer given n times gets
-    soft_score(n). Answers outside the vocabulary contribute nothing. `vocabulary` is an
-    AnswerVocabulary, a path to a saved one, or a list of answers.
+    soft_score(n). Answers outside the vocabulary contribute nothing.
+
+    `vocabulary`: an AnswerVocabulary, a path to a saved one, or a list of answers (the VQA
+    builder injects the one it built). Config params: `vocabulary_path` (a saved vocabulary, used
+    when no `vocabulary` is given) and `min_count` (how often an answer must occur among the
+    training questions for the builder to put it in the vocabulary; null: the builder's default).
     """
 
-    def __init__(self, vocabulary: AnswerVocabulary | str | Sequence[str], **params: Any) -> None:
-        super().__init__(vocabulary=vocabulary, **params)
+    def __init__(self, vocabulary: AnswerVocabulary | str | Sequence[str] | None = None,
+                 vocabulary_path: str | None = None, min_count: int | None = None) -> None:
+        super().__init__(vocabulary_path=vocabulary_path, min_count=min_count)
+        if vocabulary is None:
+            vocabulary = vocabulary_path
+        if vocabulary is None:
+            raise ValueError("vqa_answer needs a vocabulary (an AnswerVocabulary, a list of answers, or vocabulary_path)")
+        self.min_count = min_count
         if isinstance(vocabulary, AnswerVocabulary):
             self.vocabulary = vocabulary
         elif isinstance(vocabulary, (str, os.PathLike)):
@@ -200,20 +223,12 @@ class VQAAnswerProcessor(Processor):
         else:
             self.vocabulary = AnswerVocabulary(vocabulary)
 
-    def _counts(self, answers: Sequence[str]) -> Counter:
-        counts: Counter = Counter()
-        for answer in answers:
-            position = self.vocabulary.exact_index(vocabulary_answer(answer))
-            if position is not None:
-                counts[position] += 1
-        return counts
-
     def __call__(self, answers: Sequence[str]) -> torch.Tensor:  # type: ignore[override]
         target = torch.zeros(len(self.vocabulary), dtype=torch.float32)
-        for position, count in self._counts(answers).items():
+        for position, count in self.vocabulary.counts(answers).items():
             target[position] = soft_score(count)
         return target
 
     def has_target(self, answers: Sequence[str]) -> bool:
         """Whether at least one of the answers is in the vocabulary."""
-        return bool(self._counts(answers))
+        return self.vocabulary.has_any(answers)

@@ -81,10 +81,9 @@ class ImageTransform(Processor):
         randaugment_magnitude: int = 9,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        **params: Any,
     ) -> None:
         super().__init__(size=size, train_augment=train_augment, randaugment_ops=randaugment_ops,
-                         randaugment_magnitude=randaugment_magnitude, mean=mean, std=std, **params)
+                         randaugment_magnitude=randaugment_magnitude, mean=mean, std=std)
         if train_augment not in (None, *AUGMENTATIONS):
             raise ValueError(f"image_transform: unknown train_augment {train_augment!r}; use one of "
                              f"{', '.join(AUGMENTATIONS)} or null")

@@ -82,36 +82,41 @@ def mask_regions(num_regions: int, probability: float = 0.15, generator: torch.G
 class WholeWordMasking(Processor):
     """Applies `whole_word_mask` to a tokenizer's output dict, adding `mlm_labels`.
 
-    Params: `vocab_size`, `mask_id`, `probability` (0.15), `special_ids` (optional); or a
-    `tokenizer` (a BertTokenizerProcessor) from which the ids are taken.
+    Params: `probability` (0.15; 0 turns masking off: the output is left unchanged, with no
+    `mlm_labels`), and `vocab_size`, `mask_id`, `special_ids`, or a `tokenizer` (a text processor,
+    injected by the dataset builder) from which the ids are taken.
     """
 
     def __init__(
         self,
+        probability: float = 0.15,
         vocab_size: int | None = None,
         mask_id: int | None = None,
-        probability: float = 0.15,
         special_ids: Sequence[int] | None = None,
         tokenizer: Any = None,
-        **params: Any,
     ) -> None:
-        super().__init__(vocab_size=vocab_size, mask_id=mask_id, probability=probability,
-                         special_ids=special_ids, **params)
+        super().__init__(probability=probability, vocab_size=vocab_size, mask_id=mask_id, special_ids=special_ids)
         if tokenizer is not None:
             vocab_size = tokenizer.vocab_size if vocab_size is None else vocab_size
             mask_id = tokenizer.mask_id if mask_id is None else mask_id
             if special_ids is None:
                 special_ids = sorted(tokenizer.special_ids)
-        if vocab_size is None or mask_id is None:
-            raise ValueError("whole_word_masking needs vocab_size and mask_id (or a tokenizer)")
-        if not 0.0 <= probability <= 1.0:
+        if not 0.0 <= float(probability) <= 1.0:
             raise ValueError(f"whole_word_masking: probability must be in [0, 1], got {probability}")
-        self.vocab_size = int(vocab_size)
-        self.mask_id = int(mask_id)
         self.probability = float(probability)
+        if self.probability > 0 and (vocab_size is None or mask_id is None):
+            raise ValueError("whole_word_masking needs vocab_size and mask_id (or a tokenizer with a mask token)")
+        self.vocab_size = None if vocab_size is None else int(vocab_size)
+        self.mask_id = None if mask_id is None else int(mask_id)
         self.special_ids = set(int(i) for i in (special_ids or ()))
 
+    @property
+    def enabled(self) -> bool:
+        return self.probability > 0
+
     def __call__(self, encoded: dict, generator: torch.Generator | None = None) -> dict:  # type: ignore[override]
+        if not self.enabled:
+            return encoded
         masked, labels = whole_word_mask(
             encoded["input_ids"], encoded["word_ids"], self.vocab_size, self.mask_id,
             self.probability, generator, self.special_ids,
@@ -120,3 +125,23 @@ class WholeWordMasking(Processor):
         out["input_ids"] = masked
         out["mlm_labels"] = labels
         return out
+
+
+@PROCESSORS.register("region_masking")
+class RegionMasking(Processor):
+    """`mask_regions` as a processor: number of regions -> `masked_regions` BoolTensor (N,).
+
+    Params: `probability` (0.0 = off: the dataset adds no `masked_regions`)."""
+
+    def __init__(self, probability: float = 0.0) -> None:
+        super().__init__(probability=probability)
+        if not 0.0 <= float(probability) <= 1.0:
+            raise ValueError(f"region_masking: probability must be in [0, 1], got {probability}")
+        self.probability = float(probability)
+
+    @property
+    def enabled(self) -> bool:
+        return self.probability > 0
+
+    def __call__(self, num_regions: int, generator: torch.Generator | None = None) -> torch.Tensor:  # type: ignore[override]
+        return mask_regions(int(num_regions), self.probability, generator)

@@ -132,6 +132,14 @@ def ensure_world(size: str = "tiny", seed: int = 0, cache_dir: str | None = None
     return final
 
 
+def find_world(size: str = "tiny", seed: int = 0, cache_dir: str | None = None) -> str | None:
+    """The root of the cached Shapes world of `size` and `seed`, or None when it is not there
+    (complete, of this generator version). Never generates."""
+    resolve_size(size)
+    final = world_dir(size, seed, cache_dir)
+    return final if _manifest_matches(final) else None
+
+
 def _manifest_matches(root: str) -> bool:
     if not is_complete(root):
         return False

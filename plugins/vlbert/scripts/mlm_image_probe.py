@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from vlfw.data.batch import Batch
+from vlfw.datasets import prepare_sources
 from vlfw.registry import DATASETS, MODELS
 from vlfw.runner.checkpoint import load_checkpoint
 from vlfw.world.scene import COLOR_NAMES, SHAPES
@@ -39,6 +40,7 @@ def main() -> None:
     data_config = OmegaConf.merge(OmegaConf.create(builder_cls.DEFAULT_CONFIG),
                                   {"source": "shapes", "shapes": {"size": args.world}, "visual": "regions",
                                    "features": {"format": "npy"}})
+    prepare_sources({"datasets": ["cc3m"], "dataset_config": {"cc3m": data_config}})  # the Shapes world
     builder = builder_cls(data_config, "cc3m")
     data = builder.build(args.split)
     model_cls = MODELS.get("vlbert")
