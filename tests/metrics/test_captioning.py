@@ -1,13 +1,24 @@
+import dataclasses
 import shutil
 
 import pytest
 import torch
 
 from vlfw.data.batch import Batch
+from vlfw.errors import ConfigError
 from vlfw.processors.text import BertTokenizerProcessor
 from vlfw.registry import METRICS
+from vlfw.tasks import TaskInfo, TextInfo
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap's PTB tokenizer needs java")
+
+TEXT = TextInfo(vocab_size=30522, pad_id=0, cls_id=101, sep_id=102, mask_id=103, unk_id=100,
+                processor={"type": "bert_tokenizer", "params": {}})
+TASK_INFO = TaskInfo(task="captioning", dataset="coco_captioning", visual="images", text=TEXT)
+
+
+def caption_metrics():
+    return METRICS.build("caption_metrics", task_info=TASK_INFO)
 
 
 def _batch():
@@ -27,8 +38,23 @@ def _batch():
 
 def test_decoding_stops_at_sep():
     batch, outputs, texts = _batch()
-    metric = METRICS.build("caption_metrics", task_info={"task": "captioning"})
+    metric = caption_metrics()
     assert [metric.decode(row) for row in outputs["generated_ids"]] == texts
+
+
+def test_decoding_drops_the_first_token_and_uses_the_datasets_sep():
+    # a tokenizer whose sequences end in another id: the metric cuts at text.sep_id, not at [SEP]
+    ids = BertTokenizerProcessor()("a red bus on the street")["input_ids"].tolist()
+    words = ids[1:-1]
+    other_sep = TASK_INFO.replace(text=dataclasses.replace(TEXT, sep_id=words[2]))
+    metric = METRICS.build("caption_metrics", task_info=other_sep)
+    assert metric.decode([words[2]] + words) == "a red"  # the first token is bos, whatever it is
+    assert caption_metrics().decode([101, 102] + words) == ""  # an empty caption stays empty
+
+
+def test_needs_the_text_info():
+    with pytest.raises(ConfigError, match="task_info.text"):
+        METRICS.build("caption_metrics", task_info=TaskInfo(task="captioning"))
 
 
 @needs_java
@@ -38,8 +64,7 @@ def test_caption_metrics_against_pycocoevalcap_and_across_ranks(check_two_ranks)
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     batch, outputs, texts = _batch()
-    result = check_two_ranks(lambda: METRICS.build("caption_metrics", task_info={"task": "captioning"}),
-                             batch, outputs)
+    result = check_two_ranks(caption_metrics, batch, outputs)
     tokenizer = PTBTokenizer()
     gts = tokenizer.tokenize({i: [{"caption": r} for r in refs] for i, refs in enumerate(batch["references"])})
     res = tokenizer.tokenize({i: [{"caption": t}] for i, t in enumerate(texts)})

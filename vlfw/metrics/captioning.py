@@ -8,10 +8,11 @@ from typing import Any, Sequence
 import torch
 
 from vlfw.data.batch import Batch
+from vlfw.errors import ConfigError
 from vlfw.metrics.base import Metric
 from vlfw.metrics.common import field, output, require_records, sample_keys, to_list
-from vlfw.processors.text import BertTokenizerProcessor
 from vlfw.registry import METRICS
+from vlfw.tasks import TaskInfo
 
 
 def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
@@ -42,23 +43,27 @@ def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str
 class CaptionMetrics(Metric):
     """Decodes outputs["generated_ids"] and scores them against batch["references"].
 
-    The tokenizer is BertTokenizerProcessor(vocab_path=task_info.get("vocab_path")); decoding
-    stops at the first [SEP] after the first token.
+    Decoding uses the dataset's own tokenizer (`task_info.text.build_tokenizer()`): the first
+    token (bos) is dropped and the caption stops at the first `text.sep_id` after it.
     """
 
     primary = "cider"
 
-    def __init__(self, task_info: dict | None = None, **params: Any) -> None:
+    def __init__(self, task_info: TaskInfo | None = None, **params: Any) -> None:
         super().__init__(task_info=task_info, **params)
-        self.tokenizer = BertTokenizerProcessor(vocab_path=(task_info or {}).get("vocab_path"))
+        text = getattr(task_info, "text", None)
+        if text is None:
+            raise ConfigError("metric 'caption_metrics' needs the dataset's TaskInfo with its text ids and tokenizer "
+                              "(task_info.text)")
+        self.sep_id = int(text.sep_id)
+        self.tokenizer = text.build_tokenizer()
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """The text of generated ids: bos dropped, cut at the first sep after it."""
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        sep = self.tokenizer.sep_id
-        for position, token in enumerate(ids):
-            if int(token) == sep and position > 0:
-                ids = ids[:position]
-                break
+        ids = [int(token) for token in ids[1:]]
+        if self.sep_id in ids:
+            ids = ids[: ids.index(self.sep_id)]
         return self.tokenizer.decode(ids)
 
     def update(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> None:
