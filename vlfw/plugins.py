@@ -25,6 +25,21 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a registered component came from."""
+
+    module: str
+    distribution: str | None = None
+    version: str | None = None
+    entry_point: str | None = None
+
+    def __str__(self) -> str:
+        if self.distribution:
+            return f"{self.distribution} {self.version} (entry point {self.entry_point!r}, module {self.module})"
+        return f"module {self.module} (not from a plugin)"
+
+
+@dataclass(frozen=True)
 class PluginInfo:
     name: str  # entry-point name
     module: str
@@ -83,10 +98,8 @@ def discover() -> list[PluginInfo]:
     return found
 
 
-def current_origin(module: str):
+def current_origin(module: str) -> Origin:
     """The Origin for a registration happening now (inside a plugin import or not)."""
-    from vlfw.registry import Origin
-
     if _current is not None:
         return Origin(module, _current.distribution, _current.version, _current.name)
     return Origin(module)
@@ -116,10 +129,12 @@ def load_plugins() -> None:
             for plugin in discover():
                 if plugin.name in disabled or plugin.name in _loaded:
                     continue
+                before = _registered_names()
                 try:
                     with _importing(plugin):
                         importlib.import_module(plugin.module)
                 except Exception as exc:  # a broken plugin must not take the others down
+                    _unregister_since(before)  # all or nothing: none of its components stay
                     failure = PluginFailure(plugin, f"{type(exc).__name__}: {exc}")
                     _failed[plugin.name] = failure
                     if _strict:
@@ -130,6 +145,25 @@ def load_plugins() -> None:
             _done = True
         finally:
             _loading = False
+
+
+def _registered_names() -> dict[str, set[str]]:
+    from vlfw.registry import ALL_REGISTRIES
+
+    return {kind: registry.snapshot() for kind, registry in ALL_REGISTRIES.items()}
+
+
+def _unregister_since(before: dict[str, set[str]]) -> None:
+    from vlfw.registry import ALL_REGISTRIES
+
+    for kind, registry in ALL_REGISTRIES.items():
+        for name in registry.snapshot() - before.get(kind, set()):
+            registry.remove(name)
+
+
+def core_installed() -> bool:
+    """Whether the core's own entry point (`vlfw = vlfw.components`) is installed."""
+    return any(plugin.name == "vlfw" for plugin in discover())
 
 
 def loaded_plugins() -> list[PluginInfo]:

@@ -14,24 +14,14 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
+from vlfw import plugins
 from vlfw.errors import RegistryError, did_you_mean
+from vlfw.plugins import Origin
 
 T = TypeVar("T")
 
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a registered component came from."""
-
-    module: str
-    distribution: str | None = None
-    version: str | None = None
-    entry_point: str | None = None
-
-    def __str__(self) -> str:
-        if self.distribution:
-            return f"{self.distribution} {self.version} (entry point {self.entry_point!r}, module {self.module})"
-        return f"module {self.module} (not from a plugin)"
+__all__ = ["Origin", "Entry", "Registry", "ALL_REGISTRIES", "MODELS", "DATASETS", "PROCESSORS", "ENCODERS",
+           "LOSSES", "METRICS", "OPTIMIZERS", "SCHEDULERS", "ITERATION_STRATEGIES", "CALLBACKS", "HEADS", "TASKS"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +38,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self.base = base
         self._entries: dict[str, Entry] = {}
+        self._conflicts: dict[str, tuple[Origin, Origin]] = {}  # names two packages registered
 
     # -- registration -------------------------------------------------------------------
     def register(self, name: str) -> Callable[[T], T]:
@@ -62,8 +53,6 @@ class Registry(Generic[T]):
         return decorator
 
     def add(self, name: str, obj: Any) -> None:
-        from vlfw import plugins
-
         if self.base is not None:
             if not (inspect.isclass(obj) and issubclass(obj, self.base)):
                 raise RegistryError(
@@ -75,6 +64,10 @@ class Registry(Generic[T]):
             previous = self._entries[name]
             if previous.obj is obj:
                 return
+            if origin.entry_point is not None:
+                # a plugin's import fails on this (and is reported); a run that names the
+                # component must not go on silently with the first package's
+                self._conflicts[name] = (previous.origin, origin)
             raise RegistryError(
                 f"duplicate {self.kind} name {name!r}: registered by {previous.origin} "
                 f"and again by {origin}; rename one of them"
@@ -82,25 +75,33 @@ class Registry(Generic[T]):
         self._entries[name] = Entry(name, obj, origin)
 
     def remove(self, name: str) -> None:
-        """Unregister `name` (used by tests that register temporary components)."""
+        """Unregister `name` (tests that register temporary components; a plugin that failed to load)."""
         self._entries.pop(name, None)
+        self._conflicts.pop(name, None)
+
+    def snapshot(self) -> set[str]:
+        """The registered names (to undo what a failing plugin registered)."""
+        return set(self._entries)
 
     # -- lookup ---------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
-        from vlfw import plugins
-
         plugins.load_plugins()
 
     def entry(self, name: str) -> Entry:
         self._ensure_loaded()
+        if name in self._conflicts:
+            first, second = self._conflicts[name]
+            raise RegistryError(f"{self.kind} {name!r} is registered twice: by {first} and by {second}; uninstall "
+                                "one of them or disable it with VLFW_DISABLE_PLUGINS=<entry point>")
         try:
             return self._entries[name]
         except KeyError:
             pass
-        from vlfw import plugins
-
         known = sorted(self._entries)
         message = f"unknown {self.kind} {name!r}.{did_you_mean(name, known)} Known: {', '.join(known) or 'none'}."
+        if not plugins.core_installed():
+            message += (" No 'vlfw' entry point is installed: vlfw itself is not installed in this environment "
+                        "(run pip install -e . in the repository, or pip install -r requirements.txt).")
         failures = plugins.failed_plugins()
         if failures:
             message += " Plugins that failed to load: " + "; ".join(str(f) for f in failures) + "."
@@ -163,8 +164,9 @@ SCHEDULERS: Registry = Registry("scheduler")
 ITERATION_STRATEGIES: Registry = _LazyBaseRegistry(
     "iteration strategy", ("vlfw.data.multitask", "IterationStrategy")
 )
-CALLBACKS: Registry = _LazyBaseRegistry("callback", ("vlfw.runner.callbacks", "Callback"))
+CALLBACKS: Registry = _LazyBaseRegistry("callback", ("vlfw.runner.hooks", "Hook"))
 HEADS: Registry = _LazyBaseRegistry("head", ("vlfw.modules.heads", "Head"))
+TASKS: Registry = _LazyBaseRegistry("task", ("vlfw.tasks", "Task"))
 
 ALL_REGISTRIES: dict[str, Registry] = {
     "models": MODELS,
@@ -178,4 +180,5 @@ ALL_REGISTRIES: dict[str, Registry] = {
     "iteration_strategies": ITERATION_STRATEGIES,
     "callbacks": CALLBACKS,
     "heads": HEADS,
+    "tasks": TASKS,
 }

@@ -1,5 +1,6 @@
-"""A plugin package written only from docs/writing_a_plugin.md, installed with pip, adds a model
-and a loss that `vlfw_run model=<its name>` uses."""
+"""A plugin package written only from docs/writing_a_plugin.md, installed with pip, adds a task
+type, a head, a dataset builder with its own processor, a model, a loss and a metric, and
+`vlfw_run` trains and evaluates them with no edit to vlfw."""
 
 import json
 import os
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+FILES = {"pyproject.toml", "vlfw_count/__init__.py", "vlfw_count/task.py", "vlfw_count/data.py",
+         "vlfw_count/model.py", "vlfw_count/objectives.py"}
 
 
 def files_from_docs() -> dict[str, str]:
@@ -24,8 +27,8 @@ def files_from_docs() -> dict[str, str]:
 
 def test_plugin_from_the_docs_installs_and_runs(tmp_path, shapes_tiny_root):
     files = files_from_docs()
-    assert set(files) == {"pyproject.toml", "vlfw_bow/__init__.py"}
-    source = tmp_path / "vlfw-bow"
+    assert set(files) == FILES
+    source = tmp_path / "vlfw-count"
     for name, content in files.items():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_text(content)
@@ -34,22 +37,31 @@ def test_plugin_from_the_docs_installs_and_runs(tmp_path, shapes_tiny_root):
                     "--target", str(target), str(source)], check=True, timeout=300)
     env = dict(os.environ, PYTHONPATH=str(target))
 
-    listing = subprocess.run([sys.executable, "-m", "vlfw.cli.list", "models", "losses"], env=env,
-                             capture_output=True, text=True, timeout=120)
+    listing = subprocess.run([sys.executable, "-m", "vlfw.cli.list", "tasks", "heads", "datasets", "processors",
+                              "models", "losses", "metrics"], env=env, capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0, listing.stderr
-    assert re.search(r"bow_fusion\s+vlfw-bow 0.1.0", listing.stdout)
-    assert re.search(r"soft_cross_entropy\s+vlfw-bow 0.1.0", listing.stdout)
+    for name in ("count", "count_regressor", "vqa_count", "count_target", "bow_count", "count_l1", "count_accuracy"):
+        assert re.search(rf"\b{name}\s+vlfw-count 0.1.0", listing.stdout), name
 
     save_dir = tmp_path / "run"
     run = subprocess.run(
-        [sys.executable, "-m", "vlfw.cli.run", f"config={ROOT / 'projects' / 'baselines' / 'shapes_vqa2.yaml'}",
-         "model=bow_fusion", "dataset_config.vqa2.losses=[{type: soft_cross_entropy}]",
-         "dataset_config.vqa2.shapes.size=tiny", "training.max_updates=3", "training.batch_size=4",
-         "training.eval_every=3", "training.checkpoint_every=3", "training.progress_bar=false",
-         "run_type=train_val", f"save_dir={save_dir}"],
+        [sys.executable, "-m", "vlfw.cli.run", "model=bow_count", "datasets=vqa_count",
+         "dataset_config.vqa_count.source=shapes", "dataset_config.vqa_count.shapes.size=tiny",
+         "dataset_config.vqa_count.processors.count.params.max_count=9",
+         "training.max_updates=4", "training.batch_size=4", "training.eval_every=4", "training.checkpoint_every=4",
+         "training.progress_bar=false", "logging.tensorboard=false", "run_type=train_val", f"save_dir={save_dir}"],
         env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((save_dir / "metrics.json").read_text())
-    assert "val/vqa2/vqa_accuracy" in metrics
+    assert {"val/vqa_count/accuracy", "val/vqa_count/mean_abs_error"} <= set(metrics)
+    assert 0.0 <= metrics["val/vqa_count/accuracy"] <= 100.0
+    log = [json.loads(line) for line in (save_dir / "train_log.jsonl").read_text().splitlines()]
+    assert any("train/vqa_count/count_l1" in line for line in log)  # the plugin's loss trained the model
     config = (save_dir / "config.yaml").read_text()
-    assert "model: bow_fusion" in config and "soft_cross_entropy" in config
+    assert "model: bow_count" in config and "count_target" in config
+
+    # a parameter the plugin's processor does not take is one line naming it, at load
+    bad = subprocess.run([sys.executable, "-m", "vlfw.cli.run", "model=bow_count", "datasets=vqa_count",
+                          "dataset_config.vqa_count.processors.count.params.max_cont=9", f"save_dir={tmp_path / 'x'}"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "max_cont" in bad.stderr and "Traceback" not in bad.stderr

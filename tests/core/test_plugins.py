@@ -101,3 +101,57 @@ def test_vlfw_list_shows_origins_and_failures(plugin_path):
     assert "goodplug_loss" in result.stdout and "goodplug 0.3" in result.stdout
     assert "soft_bce" in result.stdout and "vlfw 0.1.0" in result.stdout
     assert "plugins that failed to load" in result.stdout and "brokenplug" in result.stdout
+
+
+def test_a_failing_plugin_leaves_nothing_registered(tmp_path):
+    make_distribution(tmp_path, "halfplug", """
+        from vlfw.registry import LOSSES
+        from vlfw.losses.base import Loss
+
+        @LOSSES.register("halfplug_loss")
+        class HalfLoss(Loss):
+            def forward(self, batch, outputs):
+                return outputs["x"].sum()
+
+        raise RuntimeError("halfplug breaks after registering a loss")
+    """)
+    result = run_python("""
+        from vlfw.registry import LOSSES
+        print("halfplug_loss" in LOSSES.names(), "soft_bce" in LOSSES.names())
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
+
+
+def test_a_name_registered_by_two_packages_is_an_error_naming_both(tmp_path):
+    make_distribution(tmp_path, "clashplug", """
+        from vlfw.registry import LOSSES
+        from vlfw.losses.base import Loss
+
+        @LOSSES.register("soft_bce")
+        class Clash(Loss):
+            def forward(self, batch, outputs):
+                return outputs["x"].sum()
+    """)
+    result = run_python("""
+        from vlfw.registry import LOSSES
+        try:
+            LOSSES.get("soft_bce")
+        except Exception as exc:
+            print("ERROR:", exc)
+        print("cross_entropy" in LOSSES.names())
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    error = [line for line in result.stdout.splitlines() if line.startswith("ERROR:")][0]
+    assert "registered twice" in error and "vlfw 0.1.0" in error and "clashplug 0.3" in error
+    assert result.stdout.splitlines()[-1] == "True"  # other names are unaffected
+
+
+def test_no_core_entry_point_says_vlfw_is_not_installed(monkeypatch):
+    from vlfw import plugins
+    from vlfw.errors import RegistryError
+    from vlfw.registry import MODELS
+
+    monkeypatch.setattr(plugins, "discover", lambda: [])
+    with pytest.raises(RegistryError, match="vlfw itself is not installed"):
+        MODELS.get("no_such_model")

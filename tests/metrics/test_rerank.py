@@ -1,15 +1,18 @@
-"""Re-ranking retrieval with a model that scores pairs (vlfw.metrics.rerank) and retrieval_recall
-driven by the bound model: the rank arithmetic, k = 0, k covering every candidate, gathering."""
+"""Re-ranking retrieval with a model that scores pairs: the rank arithmetic (vlfw.metrics.rerank)
+and the evaluator's re-rank step (vlfw.runner.rerank) on retrieval_recall's gathered pools, with
+pairs loaded back from the dataset: k = 0, k covering every candidate, chunks, gathering."""
 
+import contextlib
 import pickle
 
 import pytest
 import torch
 from torch import nn
 
-from vlfw.data.batch import Batch
-from vlfw.metrics.rerank import PairScoringModel, merge_sharded_ranks, pair_scorer, rerank_k_of, reranked_ranks
+from vlfw.data.batch import Batch, Sample, collate
+from vlfw.metrics.rerank import merge_sharded_ranks, reranked_ranks
 from vlfw.metrics.retrieval import RetrievalRecall, recall_from_ranks, retrieval_recall_at_k
+from vlfw.runner.rerank import DatasetPairScorer, PairScoringModel, rerank_k_of, rerank_retrieval
 
 IMAGES, CAPTIONS, DIM = 6, 2, 4
 
@@ -31,12 +34,26 @@ class FakePairModel(nn.Module):
     def retrieval_rerank_batch_size(self) -> int:
         return self.batch_size
 
-    def score_pairs(self, images, input_ids, attention_mask):
-        assert attention_mask is not None and attention_mask.shape == input_ids.shape
-        self.calls.append(len(images))
-        image = images[:, 0, 0, 0].round().long()
-        text = input_ids[:, 0] - 1
+    def score_pairs(self, batch):
+        assert batch.attention_mask.shape == batch.input_ids.shape and batch.input_ids.dim() == 2
+        self.calls.append(len(batch.image))
+        image = batch.image[:, 0, 0, 0].round().long()
+        text = batch.input_ids[:, 0] - 1
         return self.table[text, image]
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """The samples behind `batch_of`: image i's pixels hold i, caption c's first id its slot + 1."""
+
+    def __init__(self, mask, length=4):
+        self.mask, self.length = mask, length
+
+    def __len__(self):
+        return IMAGES
+
+    def __getitem__(self, index):
+        batch = batch_of([index], self.mask, self.length)
+        return Sample({k: v[0] for k, v in batch.items()})
 
 
 def retrieval_data(seed=0):
@@ -82,9 +99,10 @@ def ranks_by_score(scores, owners):
 
 
 def evaluate(metric, model, images, texts, mask, parts=((0, 1, 2), (3, 4, 5)), lengths=(5, 3)):
-    metric.bind_model(model)
+    """What the evaluator does: update the metric, the re-rank step with `model`, compute."""
     for rows, length in zip(parts, lengths):  # batches of different caption lengths
         metric.update(batch_of(rows, mask, length), outputs_of(rows, images, texts))
+    rerank_retrieval(model, PairDataset(mask), collate, metric, torch.device("cpu"), contextlib.nullcontext)
     return metric.compute()
 
 
@@ -129,14 +147,17 @@ def test_ties_resolve_in_the_query_favour():
     assert text_ranks.tolist() == [0, 0] and image_ranks.tolist() == [0, 0]
 
 
-def test_pair_scorer_chunks_the_pairs_and_indexes_the_pools():
-    table = torch.arange(12.0).view(4, 3)
+def test_pair_scorer_chunks_the_pairs_and_loads_them_from_the_dataset():
+    images, texts, mask, table = retrieval_data()
+    metric = RetrievalRecall()
+    metric.update(batch_of(list(range(IMAGES)), mask, 4), outputs_of(list(range(IMAGES)), images, texts))
+    pools = metric.pools()
     model = FakePairModel(table, k=1, batch_size=2)
-    images = torch.arange(3.0)[:, None, None, None].expand(-1, 3, 2, 2)
-    ids = torch.arange(1, 5)[:, None].repeat(1, 3)
-    scorer = pair_scorer(model, images, ids, torch.ones_like(ids))
+    scorer = DatasetPairScorer(model, PairDataset(mask), collate, pools, torch.device("cpu"), 2,
+                               contextlib.nullcontext)
     image_index, text_index = torch.tensor([2, 0, 1, 1, 0]), torch.tensor([3, 3, 0, 2, 1])
-    assert scorer(image_index, text_index).tolist() == table[text_index, image_index].tolist()
+    slots = torch.arange(IMAGES * CAPTIONS).view(IMAGES, CAPTIONS)[mask]
+    assert scorer(image_index, text_index).tolist() == table[slots[text_index], image_index].tolist()
     assert model.calls == [2, 2, 1]
 
 
@@ -149,18 +170,19 @@ def test_rerank_k_of_a_model():
         rerank_k_of(model)
 
 
-# -- retrieval_recall with a bound model -----------------------------------------------------
+# -- retrieval_recall with the evaluator's re-rank step ------------------------------------------
 
 def test_k_zero_is_exactly_the_dual_encoder_metric():
     images, texts, mask, table = retrieval_data()
     plain = evaluate(RetrievalRecall(ks=(1, 2)), None, images, texts, mask)
     real, owners, _ = flat(texts, mask)
     assert plain == retrieval_recall_at_k(images, real, owners, (1, 2))
-    for model in (FakePairModel(table, k=0), nn.Linear(2, 2)):
+    zero = FakePairModel(table, k=0)
+    for model in (zero, nn.Linear(2, 2)):
         metric = RetrievalRecall(ks=(1, 2))
         assert evaluate(metric, model, images, texts, mask) == plain  # bit-identical, no rerank_k
-        assert "pixels" not in metric.records()[0]  # and nothing more is kept
-    assert FakePairModel(table, k=0).calls == []
+        assert set(metric.records()[0]) == {"image_embedding", "text_embeddings", "slots"}  # embeddings only
+    assert zero.calls == []
 
 
 def test_k_covering_every_candidate_is_the_brute_force_pair_ranking():
@@ -212,28 +234,15 @@ def test_shards_split_the_scoring_and_merge_to_the_whole():
 
 def test_reranked_records_gather_across_ranks():
     """Two ranks' records (pickled as all_gather_object does, the padded duplicate included) give
-    the single-process value; no record holds the model."""
+    the single-process value; records hold embeddings only."""
     images, texts, mask, table = retrieval_data()
     model = FakePairModel(table, k=3)
     single = evaluate(RetrievalRecall(ks=(1, 2)), model, images, texts, mask)
     first, second, merged = RetrievalRecall(ks=(1, 2)), RetrievalRecall(ks=(1, 2)), RetrievalRecall(ks=(1, 2))
-    for metric in (first, second, merged):
-        metric.bind_model(model)
     first.update(batch_of([0, 1, 2], mask, 5), outputs_of([0, 1, 2], images, texts))
     second.update(batch_of([3, 4, 5, 0], mask, 3), outputs_of([3, 4, 5, 0], images, texts))
-    with pytest.raises(Exception):
-        pickle.dumps(model)  # so the dumps below prove the records hold no reference to it
     parts = [pickle.loads(pickle.dumps(metric._records)) for metric in (first, second)]
     merged._records = {**parts[0], **parts[1]}
+    rerank_retrieval(model, PairDataset(mask), collate, merged, torch.device("cpu"), contextlib.nullcontext)
     assert merged.compute() == single
     assert single["rerank_k"] == 3.0
-    assert pickle.loads(pickle.dumps(merged))._scoring_model is None
-
-
-def test_records_collected_before_binding_are_an_error():
-    images, texts, mask, table = retrieval_data()
-    metric = RetrievalRecall()
-    metric.update(batch_of([0, 1], mask, 4), outputs_of([0, 1], images, texts))
-    metric.bind_model(FakePairModel(table, k=2))
-    with pytest.raises(ValueError, match="bind_model"):
-        metric.compute()

@@ -6,6 +6,7 @@ import torch
 from vlfw.data.batch import Batch
 from vlfw.metrics.vqa import VQAAccuracy, score_vqa_results, vqa_score
 from vlfw.registry import METRICS
+from vlfw.tasks import TaskInfo
 
 
 def _reference_score(prediction, humans):
@@ -68,7 +69,7 @@ def _logits(choices):
 
 
 def test_vqa_accuracy_metric_by_hand(check_two_ranks):
-    make = lambda: METRICS.build("vqa_accuracy", task_info={"task": "vqa", "answers": VOCAB})
+    make = lambda: METRICS.build("vqa_accuracy", task_info=TaskInfo(task="vqa", answers=tuple(VOCAB)))
     # yes->1.0, 2->1.0 (two==2 four times), red->0.6, yes->0, cat->1.0, 1->(3+2 normalised)=1.0
     outputs = _logits([0, 2, 4, 0, 7, 6])
     result = check_two_ranks(make, _batch(), outputs)
@@ -86,7 +87,7 @@ def test_vqa_accuracy_metric_by_hand(check_two_ranks):
 
 def test_vqa_accuracy_needs_answers():
     with pytest.raises(ValueError, match="answers"):
-        VQAAccuracy(task_info={"task": "vqa"})
+        VQAAccuracy(task_info=TaskInfo(task="vqa"))
 
 
 def _write_official(tmp_path, items):

@@ -7,6 +7,7 @@ from vlfw.data.batch import Sample, collate
 from vlfw.errors import ConfigError
 from vlfw.losses.standard import CrossEntropy, SoftBinaryCrossEntropy
 from vlfw.registry import MODELS
+from vlfw.testing import task_info
 
 CONFIG = {"hidden_size": 32, "text_layers": 1, "text_heads": 2, "cnn_channels": [8, 16],
           "vocab_size": 100}
@@ -27,10 +28,9 @@ def region_sample(i, n=4 + 0, d=12, **extra):
 
 
 def build(name, task_infos):
-    model_class = MODELS.get(name)
-    from omegaconf import OmegaConf
-    config = OmegaConf.merge(model_class.DEFAULT_CONFIG, CONFIG)
-    return model_class(config, task_infos)
+    """The model for task infos given as dicts of TaskInfo fields (BERT's tokenizer ids)."""
+    infos = {dataset: task_info(dataset=dataset, **fields) for dataset, fields in task_infos.items()}
+    return MODELS.get(name)(CONFIG, infos)
 
 
 def test_vqa_with_images_and_regions():

@@ -9,16 +9,17 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 from omegaconf import OmegaConf
+from torch import nn
 
 from vlfw.data.batch import Sample
 from vlfw.datasets.base import DatasetBuilder
 from vlfw.losses.base import Loss
 from vlfw.metrics.base import Metric
-from vlfw.models.base import BaseModel
+from vlfw.models.base import BaseModel, provides
 from vlfw.registry import CALLBACKS, DATASETS, LOSSES, METRICS, MODELS
-from vlfw.runner.callbacks import Callback
+from vlfw.runner.hooks import Hook
+from vlfw.tasks import TaskInfo
 
 
 class ToyDataset(torch.utils.data.Dataset):
@@ -52,7 +53,8 @@ class ToyDataset(torch.utils.data.Dataset):
 class ToyBuilder(DatasetBuilder):
     DEFAULT_CONFIG = {
         "size": 48, "dim": 8, "num_classes": 3, "seed": 0, "nan_index": None,
-        "losses": [{"type": "toy_cross_entropy", "weight": 1.0, "params": {}}],
+        "losses": [{"type": "toy_cross_entropy", "params": {}}],
+        "loss_weights": {},
         "metrics": [{"type": "toy_accuracy", "params": {}}],
     }
 
@@ -61,8 +63,9 @@ class ToyBuilder(DatasetBuilder):
         return ToyDataset(size, int(self.config.dim), int(self.config.num_classes), int(self.config.seed), split,
                           self.config.nan_index if split == "train" else None)
 
-    def task_info(self) -> dict:
-        return {"task": "classification", "num_labels": int(self.config.num_classes), "dim": int(self.config.dim)}
+    def task_info(self) -> TaskInfo:
+        return TaskInfo(task="classification", dataset=self.name, num_labels=int(self.config.num_classes),
+                        extra={"dim": int(self.config.dim)})
 
     def format_predictions(self, batch, outputs):
         return [{"id": i, "label": int(p)} for i, p in zip(batch.id, outputs["logits"].argmax(-1).tolist())]
@@ -82,14 +85,15 @@ class ToyModel(BaseModel):
 
     def __init__(self, config, task_infos):
         super().__init__(config, task_infos)
-        dim = next(iter(task_infos.values()))["dim"]
+        dim = next(iter(task_infos.values())).extra["dim"]
         self.encoder = nn.Sequential(nn.Linear(dim, int(self.config.hidden)), nn.LayerNorm(int(self.config.hidden)),
                                      nn.ReLU(), nn.Dropout(float(self.config.dropout)))
-        self.heads = nn.ModuleDict({name: nn.Linear(int(self.config.hidden), info["num_labels"])
-                                    for name, info in task_infos.items()})
+        self.toy_heads = nn.ModuleDict({name: nn.Linear(int(self.config.hidden), info.num_labels)
+                                        for name, info in task_infos.items()})
 
-    def forward(self, batch):
-        return {"logits": self.heads[batch.dataset_name](self.encoder(batch.features))}
+    @provides("classification")
+    def logits(self, batch):
+        return {"logits": self.toy_heads[batch.dataset_name](self.encoder(batch.features))}
 
 
 @LOSSES.register("toy_cross_entropy")
@@ -117,8 +121,9 @@ class ToyScripted(Metric):
 
     primary = "score"
 
-    def __init__(self, **params):
-        super().__init__(**params)
+    def __init__(self, values=(), **params):
+        super().__init__(values=values, **params)
+        self.values = list(values)
         self.calls = 0
 
     def update(self, batch, outputs):
@@ -126,17 +131,20 @@ class ToyScripted(Metric):
             self.add(int(index), 1.0)
 
     def summarize(self, records):
-        values = list(self.params["values"])
+        values = self.values
         value = values[min(self.calls, len(values) - 1)]
         self.calls += 1
         return {"score": float(value)}
 
 
 @CALLBACKS.register("toy_sleep")
-class ToySleep(Callback):
+class ToySleep(Hook):
     """Slows the loop down so that a test can kill the process between checkpoints."""
 
-    def on_update_end(self, trainer, update, losses):
+    def __init__(self, seconds: float = 0.1):
+        super().__init__(seconds=seconds)
+
+    def after_update(self, trainer, result):
         time.sleep(float(self.params.get("seconds", 0.1)))
 
 

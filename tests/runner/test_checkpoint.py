@@ -63,8 +63,8 @@ def test_checkpoint_contents_load_with_weights_only(toy_config):
     config = toy_config(**{"run_type": "train", "training.max_updates": 2, "training.checkpoint_every": 1})
     run(config)
     state = torch.load(ckpt.CheckpointManager(config.save_dir).last_path(), weights_only=True)
-    for key in ("model", "optimizer", "scheduler", "scaler", "data", "rng", "counters", "best",
-                "early_stopping", "config", "plugins"):
+    for key in ("format", "model", "optimizer", "scheduler", "step", "data", "rng", "counters", "hooks",
+                "config", "plugins"):
         assert key in state, key
     assert state["counters"]["update"] == 2
     assert state["data"]["toy_dataset"]["consumed"] == 16

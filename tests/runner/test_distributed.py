@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import torch
-
 from runner_helpers import run_script
 
 # SGD so that the weights after one update are a linear function of the gradient
@@ -17,7 +16,7 @@ def load(save_dir):
     save_dir = Path(save_dir)
     state = torch.load(save_dir / "checkpoints" / "update_1.pt", weights_only=True)
     log = [json.loads(line) for line in (save_dir / "train_log.jsonl").read_text().splitlines()]
-    train = [l for l in log if l["kind"] == "train"][0]
+    train = [entry for entry in log if entry["kind"] == "train"][0]
     return state, train, (save_dir / "metrics.json").read_bytes()
 
 

@@ -1,5 +1,6 @@
-"""The evaluator binds the evaluated model (unwrapped) to every metric before each pass, and
-retrieval_recall re-ranks through it, alone and across 2 gloo ranks with a DDP-wrapped model."""
+"""The evaluator drives the metrics (reset, update, compute: they never see the model) and runs
+the retrieval re-rank step with the unwrapped model on pairs it loads back from the dataset, alone
+and across 2 gloo ranks with a DDP-wrapped model; the metric's records hold embeddings only."""
 
 import os
 
@@ -14,6 +15,7 @@ from vlfw.metrics.base import Metric
 from vlfw.metrics.retrieval import RetrievalRecall, recall_from_ranks
 from vlfw.runner.distributed import DistributedContext
 from vlfw.runner.evaluation import Evaluator
+from vlfw.tasks import TaskInfo
 from vlfw.testing import free_port
 
 IMAGES, CAPTIONS, DIM, WORLD = 7, 2, 4, 2
@@ -38,7 +40,7 @@ class RetrievalToyBuilder(DatasetBuilder):
         return RetrievalToy()
 
     def task_info(self):
-        return {"task": "retrieval"}
+        return TaskInfo(task="retrieval", dataset=self.name)
 
 
 class ToyPairModel(nn.Module):
@@ -65,25 +67,22 @@ class ToyPairModel(nn.Module):
     def retrieval_rerank_batch_size(self):
         return 5
 
-    def score_pairs(self, images, input_ids, attention_mask):
-        self.scored += len(images)
-        return self.table[input_ids[:, 0] - 1, images[:, 0, 0, 0].round().long()]
+    def score_pairs(self, batch):
+        assert batch.input_ids.dim() == 2 and batch.image.dim() == 4  # one (image, caption) pair per row
+        self.scored += len(batch.image)
+        return self.table[batch.input_ids[:, 0] - 1, batch.image[:, 0, 0, 0].round().long()]
 
 
-class BindingRecorder(Metric):
-    """Records the order of the evaluator's calls and what bind_model received."""
+class CallRecorder(Metric):
+    """Records the order of the evaluator's calls."""
 
     def __init__(self, **params):
-        self.events, self.bound = [], []
+        self.events = []
         super().__init__(**params)
 
     def reset(self):
         super().reset()
         self.events.append("reset")
-
-    def bind_model(self, model):
-        self.events.append("bind_model")
-        self.bound.append(model)
 
     def update(self, batch, outputs):
         self.events.append("update")
@@ -111,19 +110,18 @@ def brute_force_expected(model):
     return {f"val/toy/{k}": v for k, v in recall_from_ranks(text_ranks, image_ranks, (1, 2)).items()}
 
 
-def test_evaluator_binds_the_model_before_each_pass():
+def test_evaluator_resets_and_updates_the_metrics_of_each_pass():
     model = ToyPairModel(k=0)
-    recorder = BindingRecorder()
+    recorder = CallRecorder()
     evaluator = make_evaluator(DistributedContext(), [recorder])
     for _ in range(2):
         assert evaluator.evaluate(model, "val") == {"val/toy/count": float(IMAGES)}
-    assert recorder.bound == [model, model]
-    one_pass = ["reset", "bind_model"] + ["update"] * -(-IMAGES // 4)
+    one_pass = ["reset"] + ["update"] * -(-IMAGES // 4)
     assert recorder.events == ["reset"] + one_pass * 2  # the constructor's reset, then each pass
 
 
-def test_evaluator_unwraps_compiled_style_wrappers():
-    model = ToyPairModel(k=0)
+def test_rerank_step_calls_the_unwrapped_model():
+    model = ToyPairModel(k=3)
 
     class Wrapper(nn.Module):  # what torch.compile's OptimizedModule looks like to unwrap
         def __init__(self, inner):
@@ -133,9 +131,16 @@ def test_evaluator_unwraps_compiled_style_wrappers():
         def forward(self, batch):
             return self._orig_mod(batch)
 
-    recorder = BindingRecorder()
-    make_evaluator(DistributedContext(), [recorder]).evaluate(Wrapper(model), "val")
-    assert recorder.bound == [model]
+    got = make_evaluator(DistributedContext(), [RetrievalRecall(ks=(1, 2))]).evaluate(Wrapper(model), "val")
+    assert got["val/toy/rerank_k"] == 3.0 and model.scored > 0
+
+
+def test_retrieval_records_hold_embeddings_only():
+    metric = RetrievalRecall(ks=(1, 2))
+    make_evaluator(DistributedContext(), [metric]).evaluate(ToyPairModel(k=3), "val")
+    for record in metric.records():
+        assert set(record) == {"image_embedding", "text_embeddings", "slots"}
+        assert record["image_embedding"].shape == (DIM,) and record["text_embeddings"].shape[-1] == DIM
 
 
 def test_retrieval_recall_reranks_through_the_evaluator():
@@ -155,11 +160,10 @@ def worker(rank, port, k, results):
     try:
         model = ToyPairModel(k=k)
         wrapped = nn.parallel.DistributedDataParallel(model)
-        recorder = BindingRecorder()
+        recorder = CallRecorder()
         context = DistributedContext(rank=rank, world_size=WORLD)
         values = make_evaluator(context, [RetrievalRecall(ks=(1, 2)), recorder]).evaluate(wrapped, "val")
-        results[rank] = {"values": values, "bound_plain": [b is model for b in recorder.bound],
-                         "scored": model.scored}
+        results[rank] = {"values": values, "scored": model.scored}
     finally:
         dist.destroy_process_group()
 
@@ -175,7 +179,6 @@ def test_two_ranks_with_ddp_equal_one_process():
         got = dict(results[rank]["values"])
         assert got.pop("val/toy/count") == float(IMAGES)  # records gathered, padding dropped
         assert got == single
-        assert results[rank]["bound_plain"] == [True]  # the module inside DDP, not the wrapper
     # the ranks split the re-rank: each scores its share of the queries' pairs, none twice
     shares = [results[rank]["scored"] for rank in range(WORLD)]
     assert sum(shares) == alone.scored and all(0 < share < alone.scored for share in shares)

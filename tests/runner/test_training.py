@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from vlfw.errors import VlfwError
@@ -11,7 +12,6 @@ from vlfw.registry import SCHEDULERS
 from vlfw.runner import run
 from vlfw.runner.optim import build_optimizer, parameter_groups
 from vlfw.runner.schedulers import build_scheduler
-from omegaconf import OmegaConf
 
 
 class Net(nn.Module):
@@ -101,7 +101,7 @@ def test_nan_policy_skip_counts_and_keeps_weights_finite(toy_config):
     config = toy_config(**{"run_type": "train", "dataset_config.toy_dataset.nan_index": 5,
                            "training.nan_policy": "skip", "training.log_every": 1})
     run(config)
-    lines = [json.loads(l) for l in (Path(config.save_dir) / "train_log.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (Path(config.save_dir) / "train_log.jsonl").read_text().splitlines()]
     # 12 updates of 8 over 48 samples = 2 epochs; sample 5 is in one update of each
     assert lines[-1]["train/skipped_updates"] == 2
     assert all(torch.isfinite(v).all() for v in final_weights(config.save_dir).values())
@@ -145,7 +145,7 @@ def test_best_checkpoint_and_early_stopping(toy_config):
     checkpoints = Path(config.save_dir) / "checkpoints"
     assert (checkpoints / "last").read_text().strip() == "update_8.pt"  # stopped after 2 bad evaluations
     best = torch.load(checkpoints / "best.pt", weights_only=True)
-    assert best["counters"]["update"] == 4 and best["best"] == {"value": 0.5, "update": 4}
+    assert best["counters"]["update"] == 4 and best["hooks"]["best_checkpoint"] == {"value": 0.5, "update": 4}
     assert metrics["val/toy_dataset/score"] == 0.2 and metrics["test/toy_dataset/score"] == 0.9
     from safetensors.torch import load_file
 
@@ -161,7 +161,7 @@ def test_min_mode_and_explicit_metric(toy_config):
     })
     run(config)
     best = torch.load(Path(config.save_dir) / "checkpoints" / "best.pt", weights_only=True)
-    assert best["best"] == {"value": 0.1, "update": 4}
+    assert best["hooks"]["best_checkpoint"] == {"value": 0.1, "update": 4}
 
 
 def test_metrics_json_keys(toy_config):
@@ -174,7 +174,7 @@ def test_metrics_json_keys(toy_config):
     assert written["test/toy_dataset/count"] == 16.0
     predictions = json.loads((Path(config.save_dir) / "predictions" / "toy_dataset_test.json").read_text())
     assert [p["id"] for p in predictions] == [f"test-{i}" for i in range(16)]
-    log_kinds = {json.loads(l)["kind"] for l in (Path(config.save_dir) / "train_log.jsonl").read_text().splitlines()}
+    log_kinds = {json.loads(line)["kind"] for line in (Path(config.save_dir) / "train_log.jsonl").read_text().splitlines()}
     assert log_kinds == {"train", "val", "test"}
 
 

@@ -1,6 +1,5 @@
 """Caching, determinism, atomic generation and the vlfw_prepare command."""
 
-import json
 import os
 
 import pytest

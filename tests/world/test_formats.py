@@ -123,7 +123,7 @@ def test_snli_ve(world):
         rows = jsonl(f"{world}/snli_ve/snli_ve_{split}.jsonl")
         assert rows
         labels = [r["gold_label"] for r in rows]
-        assert {labels.count(l) for l in ("entailment", "neutral", "contradiction")} == {len(rows) // 3}
+        assert {labels.count(label) for label in ("entailment", "neutral", "contradiction")} == {len(rows) // 3}
         for r in rows:
             image = r.get("Flickr30K_ID") or r["Flikr30kID"].split(".")[0]
             assert r["pairID"].split(".jpg")[0] == image

@@ -27,6 +27,7 @@ from collections import Counter
 import torch
 
 from vlfw.config import load_config
+from vlfw.datasets import prepare_sources
 from vlfw.runner.build import build_builders, build_model
 from vlfw.runner.distributed import setup_distributed
 from vlfw.runner.launch import seed_everything
@@ -42,6 +43,7 @@ def make_trainer(args: list[str], save_dir: str) -> Trainer:
                           "training.progress_bar=false", "logging.tensorboard=false", "logging.jsonl=false",
                           "training.num_workers=0"])
     context = setup_distributed(config)
+    prepare_sources(config)  # the Shapes worlds, before any builder is built
     builders = build_builders(config)
     seed_everything(int(config.seed))
     model = build_model(config, {name: b.task_info() for name, b in builders.items()})

@@ -13,7 +13,7 @@ import torch
 
 from vlfw.metrics.rerank import reranked_ranks
 from vlfw_vlmo.model import VLMo
-from vlfw_vlmo.rerank import ITMReranker, itm_scores
+from vlfw_vlmo.rerank import itm_scorer, itm_scores
 
 
 @torch.no_grad()
@@ -34,7 +34,7 @@ def reranked_rank(model, images, input_ids, batch_size, k):
     """The ranks of the right answers after re-ranking each query's top k (what the metric does)."""
     image, text = dual_encoder_embeddings(model, images, input_ids, batch_size)
     owners = torch.arange(len(images)).repeat_interleave(len(input_ids) // len(images))
-    scorer = ITMReranker(model, k, batch_size).scorer(images, input_ids, None)
+    scorer = itm_scorer(model, images, input_ids, None, batch_size)
     return reranked_ranks(image, text, owners, scorer, k)
 
 

@@ -162,8 +162,6 @@ class MultitaskIterator:
 
     def __init__(self, streams: Mapping[str, DatasetStream], strategy: IterationStrategy,
                  mode: str = "one_per_update") -> None:
-        if mode not in ("one_per_update", "all_per_update"):
-            raise ConfigError(f"multitask.mode must be one_per_update or all_per_update, got {mode!r}")
         self.streams = dict(streams)
         self.strategy = strategy
         self.mode = mode

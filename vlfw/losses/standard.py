@@ -59,25 +59,6 @@ class VCRCrossEntropy(Loss):
         return loss
 
 
-@LOSSES.register("contrastive")
-class Contrastive(Loss):
-    """Symmetric InfoNCE over the in-batch image/text embedding pairs (fixed temperature).
-
-    Models with a learned temperature or cross-rank negatives (VLMo, FIBER) ship their own.
-    """
-
-    def __init__(self, temperature: float = 0.05) -> None:
-        super().__init__()
-        self.temperature = temperature
-
-    def forward(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        image = outputs["image_embeddings"].float()
-        text = outputs["text_embeddings"].float()
-        logits = image @ text.t() / self.temperature
-        target = torch.arange(len(image), device=image.device)
-        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
-
-
 @LOSSES.register("caption_cross_entropy")
 class CaptionCrossEntropy(Loss):
     """Next-token cross-entropy: `caption_logits` (B, L, V) at position t predicts input_ids[t+1]."""

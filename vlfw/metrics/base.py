@@ -6,27 +6,20 @@ from __future__ import annotations
 from typing import Any, Hashable
 
 import torch
-import torch.distributed as dist
 
 from vlfw.data.batch import Batch
-from vlfw.runner.distributed import all_gather_object
-
-
-def process_group() -> tuple[int, int]:
-    """(rank, world size) of the initialised default process group; (0, 1) outside one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from vlfw.distributed import all_gather_object, world
 
 
 class Metric:
-    """reset() / [bind_model(model)] / update(batch, outputs) / compute() -> {name: value}.
+    """reset() / update(batch, outputs) / compute() -> {name: value}.
 
     `update` calls `self.add(key, record)` once per sample, keyed by something unique to the
     sample (its dataset index). Records are merged by key across ranks, which also drops the
     duplicates a distributed sampler pads the last batch with. Subclasses implement
     `summarize(records)`. `primary` names the value used to select the best checkpoint.
-    `bind_model(model)` hands a metric the evaluated model (optional; see its docstring).
+    A metric never calls the model: what needs the model after the pass (re-ranking) is an
+    evaluation step of the evaluator (vlfw.runner.rerank).
     """
 
     primary: str = ""
@@ -39,26 +32,22 @@ class Metric:
     def reset(self) -> None:
         self._records: dict[Hashable, Any] = {}
 
-    def bind_model(self, model: torch.nn.Module) -> None:
-        """Called by the evaluator before each evaluation pass (after `reset`) with the model
-        being evaluated, unwrapped from DDP / torch.compile. Default: nothing.
-
-        A metric that needs the model after `update` (e.g. retrieval re-ranking in `summarize`)
-        keeps it in an attribute, never in a record: records are pickled and gathered across ranks.
-        """
-
     def add(self, key: Hashable, record: Any) -> None:
         self._records[key] = record
 
     def update(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
+    def keyed_records(self) -> list[tuple[Hashable, Any]]:
+        """(key, record) pairs in a fixed order, the same on every rank after `gather`."""
+        return [(k, self._records[k]) for k in sorted(self._records, key=repr)]
+
     def records(self) -> list[Any]:
-        return [self._records[k] for k in sorted(self._records, key=repr)]
+        return [record for _, record in self.keyed_records()]
 
     def gather(self) -> None:
         """Merge every rank's records into every rank (a no-op outside distributed runs)."""
-        if process_group()[1] == 1:
+        if world()[1] == 1:
             return
         merged: dict = {}
         for part in all_gather_object(self._records):

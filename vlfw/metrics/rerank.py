@@ -1,88 +1,24 @@
-"""Re-ranking retrieval with a model that scores (image, text) pairs, e.g. an ITM / fusion head.
+"""The rank arithmetic of re-ranked retrieval (pure functions; no model here).
 
-A dual encoder ranks every candidate by embedding similarity; a model implementing
-`PairScoringModel` can then re-score each query's top k candidates with a (more expensive) pair
-scorer. The re-ranked order of one query's candidates is: the dual encoder's top k, reordered by
+A dual encoder ranks every candidate by embedding similarity; a pair scorer (an ITM / fusion
+head, called by the evaluator's re-rank step in vlfw.runner.rerank) can then re-score each
+query's top k candidates. The re-ranked order of one query's candidates is: the dual encoder's top k, reordered by
 the pair score, then every other candidate in dual-encoder order. k = 0 is the dual encoder
 alone; k >= the number of candidates is a brute-force ranking of all of them by the pair score.
 Cost: (T + I) x k scored pairs for T texts and I images instead of T x I.
 
-`retrieval_recall` applies it when the model bound by the evaluator (`Metric.bind_model`)
-implements the protocol and asks for k > 0.
+The evaluator applies it when the evaluated model implements
+`vlfw.runner.rerank.PairScoringModel` and asks for k > 0.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable
 
 import torch
 
 # (image_index (n,), text_index (n,)) -> match score (n,), higher = better match
 PairScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@runtime_checkable
-class PairScoringModel(Protocol):
-    """What a model implements to have its retrieval evaluation re-ranked (a duck type).
-
-    `retrieval_rerank_k()`: how many of each query's dual-encoder candidates to re-score (0 = off).
-    `retrieval_rerank_batch_size()`: at most this many pairs go into one `score_pairs` call.
-    `score_pairs(images, input_ids, attention_mask)`: images (n, 3, H, W), input_ids and
-    attention_mask (n, L) on the model's device, row i being one (image, text) pair; returns the
-    (n,) match scores, higher = better. Called in eval mode without gradients.
-    """
-
-    def retrieval_rerank_k(self) -> int: ...
-
-    def retrieval_rerank_batch_size(self) -> int: ...
-
-    def score_pairs(self, images: torch.Tensor, input_ids: torch.Tensor,
-                    attention_mask: torch.Tensor | None) -> torch.Tensor: ...
-
-
-def rerank_k_of(model: object) -> int:
-    """The model's re-rank k: 0 when it does not implement `PairScoringModel`."""
-    if model is None or not isinstance(model, PairScoringModel):
-        return 0
-    k = model.retrieval_rerank_k()
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"{type(model).__name__}.retrieval_rerank_k() must return an int >= 0 (0 = off), got {k!r}")
-    return k
-
-
-def _device_of(model: object) -> torch.device:
-    parameters = getattr(model, "parameters", None)
-    first = next(iter(parameters()), None) if callable(parameters) else None
-    return first.device if first is not None else torch.device("cpu")
-
-
-@torch.no_grad()
-def score_pairs_in_chunks(model: PairScoringModel, images: torch.Tensor, input_ids: torch.Tensor,
-                          attention_mask: torch.Tensor | None, image_index: torch.Tensor,
-                          text_index: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """`model.score_pairs` of each (images[image_index[i]], input_ids[text_index[i]]), as a CPU float (n,).
-
-    The pools may live on the CPU; only `batch_size` pairs at a time move to the model's device."""
-    if int(batch_size) < 1:
-        raise ValueError(f"re-rank batch size must be >= 1, got {batch_size}")
-    device = _device_of(model)
-    scores = []
-    for start in range(0, len(image_index), int(batch_size)):
-        i = image_index[start:start + int(batch_size)]
-        t = text_index[start:start + int(batch_size)]
-        mask = None if attention_mask is None else attention_mask[t].to(device)
-        chunk = model.score_pairs(images[i].to(device), input_ids[t].to(device), mask)
-        scores.append(chunk.detach().float().reshape(-1).cpu())
-    return torch.cat(scores) if scores else torch.empty(0)
-
-
-def pair_scorer(model: PairScoringModel, images: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None, batch_size: int | None = None) -> PairScorer:
-    """A PairScorer over these images (I, 3, H, W) and texts (T, L), in chunks of `batch_size`
-    pairs (default: the model's `retrieval_rerank_batch_size()`)."""
-    size = int(model.retrieval_rerank_batch_size() if batch_size is None else batch_size)
-    return lambda image_index, text_index: score_pairs_in_chunks(model, images, input_ids, attention_mask,
-                                                                 image_index, text_index, size)
 
 
 def _as_float_cpu(tensor: torch.Tensor) -> torch.Tensor:

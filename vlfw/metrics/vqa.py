@@ -13,6 +13,7 @@ from vlfw.metrics.base import Metric
 from vlfw.metrics.common import field, output, require_records, sample_keys, to_list
 from vlfw.processors.answers import clean_whitespace, process_digit_article, process_punctuation
 from vlfw.registry import METRICS
+from vlfw.tasks import TaskInfo
 
 ANSWER_TYPE_KEYS = {"yes/no": "vqa_accuracy_yes_no", "number": "vqa_accuracy_number", "other": "vqa_accuracy_other"}
 
@@ -66,15 +67,16 @@ def _summary(scores: Sequence[float], answer_types: Sequence[str]) -> dict[str, 
 
 @METRICS.register("vqa_accuracy")
 class VQAAccuracy(Metric):
-    """Official VQA accuracy of argmax(outputs["logits"]) mapped through task_info["answers"]."""
+    """Official VQA accuracy of argmax(outputs["logits"]) mapped through the dataset's answer
+    vocabulary (TaskInfo.answers)."""
 
     primary = "vqa_accuracy"
 
-    def __init__(self, task_info: dict | None = None, **params: Any) -> None:
+    def __init__(self, task_info: TaskInfo | None = None, **params: Any) -> None:
         super().__init__(task_info=task_info, **params)
-        answers = (task_info or {}).get("answers")
+        answers = task_info.answers if task_info is not None else None
         if not answers:
-            raise ValueError("metric 'vqa_accuracy' needs task_info['answers'] (the answer vocabulary) "
+            raise ValueError("metric 'vqa_accuracy' needs the dataset's answer vocabulary (TaskInfo.answers) "
                              "from the dataset builder")
         self.answers = list(answers)
 

@@ -7,23 +7,21 @@ text Transformer encode each modality on its own; an MLP over [t, v, t*v] fuses 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
 
 from vlfw.data.batch import Batch
 from vlfw.errors import ConfigError
-from vlfw.models.base import BaseModel
+from vlfw.models.base import BaseModel, provides
 from vlfw.modules.encoders import RegionEncoder, SmallCNN, TextEncoder
-from vlfw.modules.heads import TaskHeads
 from vlfw.registry import MODELS
-
-SUPPORTED_TASKS = {"vqa", "classification", "nlvr2", "rec", "grounding", "vcr", "retrieval"}
+from vlfw.tasks import TaskInfo, text_settings
 
 _DEFAULTS = {
     "hidden_size": 128,
-    "vocab_size": 30522,
+    "vocab_size": None,  # null: the datasets' tokenizer (TaskInfo.text.vocab_size)
     "text_layers": 2,
     "text_heads": 4,
     "max_text_length": 64,
@@ -51,30 +49,29 @@ class LateFusionModel(BaseModel):
 
     DEFAULT_CONFIG = _DEFAULTS
     uses_vision = True
-    supported_tasks = SUPPORTED_TASKS
 
-    def __init__(self, config, task_infos: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(self, config, task_infos: Mapping[str, TaskInfo]) -> None:
         super().__init__(config, task_infos)
         c = self.config
         hidden = int(c.hidden_size)
-        self.text_encoder = TextEncoder(int(c.vocab_size), hidden, int(c.text_layers), int(c.text_heads),
-                                        int(c.max_text_length), float(c.dropout))
+        vocab_size, pad_id = text_settings(self.task_infos, c.vocab_size)
+        self.text_encoder = TextEncoder(vocab_size, hidden, int(c.text_layers), int(c.text_heads),
+                                        int(c.max_text_length), float(c.dropout), pad_id=pad_id)
         if self.uses_vision:
-            feature_sizes = {int(i["region_feature_size"]) for i in task_infos.values() if "region_feature_size" in i}
+            feature_sizes = {int(i.region_feature_size) for i in self.task_infos.values() if i.region_feature_size}
             if len(feature_sizes) > 1:
                 raise ConfigError(f"datasets in one run give different region feature sizes: {sorted(feature_sizes)}")
             feature_size = feature_sizes.pop() if feature_sizes else int(c.region_feature_size)
             # only the encoders the datasets need: DDP requires every parameter to get a gradient
-            visuals = {info.get("visual", "images") for info in task_infos.values()}
-            region_tasks = {info.get("task") for info in task_infos.values()} & {"rec", "grounding"}
+            visuals = {info.visual or "images" for info in self.task_infos.values()}
+            region_tasks = {info.task for info in self.task_infos.values()} & {"rec", "grounding"}
             if "images" in visuals:
                 self.image_encoder = SmallCNN(hidden, tuple(int(x) for x in c.cnn_channels),
                                               with_regions=bool(region_tasks), grid=int(c.cnn_grid))
             if "regions" in visuals:
                 self.region_encoder = RegionEncoder(feature_size, hidden, float(c.dropout))
             self.fusion = _Fusion(hidden, float(c.dropout))
-        self.heads = TaskHeads(hidden, task_infos, c.heads, self.supported_tasks, type(self).__name__,
-                               head_defaults={"dropout": float(c.dropout)})
+        self.heads = self.build_heads(hidden, c.heads, head_defaults={"dropout": float(c.dropout)})
 
     # -- encoders --------------------------------------------------------------------------
     def encode_text(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -107,28 +104,34 @@ class LateFusionModel(BaseModel):
                 for kind in ("answer", "rationale") if f"{kind}_input_ids" in batch}
 
     # -- per task ----------------------------------------------------------------------------
-    def features(self, batch: Batch) -> dict[str, torch.Tensor]:
-        task = self.heads.task(batch)
-        text = self.encode_text
-        if task == "retrieval":
-            visual, _ = self.encode_visual(batch)
-            return {"image_pooled": visual, "text_pooled": text(batch.input_ids, batch.attention_mask)}
-        if task == "vcr":
-            visual, _ = self.encode_visual(batch)
-            return {f"{kind}_pooled": self.fusion(choices, visual[:, None].expand_as(choices))
-                    for kind, choices in self.encode_choices(batch).items()}
-        t = text(batch.input_ids, batch.attention_mask)
-        if task in ("rec", "grounding"):
-            _, regions = self.encode_visual(batch, batch.region_boxes if "image" in batch else None)
-            return {"region_states": self.fusion(t[:, None].expand_as(regions), regions)}
+    @provides("retrieval", features=("image_pooled", "text_pooled"))
+    def retrieval_features(self, batch: Batch) -> dict[str, torch.Tensor]:
         visual, _ = self.encode_visual(batch)
-        if task == "nlvr2":
-            fused = self.fusion(t[:, None].expand_as(visual), visual)
-            return {"pooled_pair": fused.flatten(1)}
-        return {"pooled": self.fusion(t, visual)}
+        return {"image_pooled": visual, "text_pooled": self.encode_text(batch.input_ids, batch.attention_mask)}
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.heads(self.features(batch), batch)
+    @provides("vcr", features=("answer_pooled", "rationale_pooled"))
+    def vcr_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        visual, _ = self.encode_visual(batch)
+        return {f"{kind}_pooled": self.fusion(choices, visual[:, None].expand_as(choices))
+                for kind, choices in self.encode_choices(batch).items()}
+
+    @provides("rec", "grounding", features=("region_states",))
+    def region_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        t = self.encode_text(batch.input_ids, batch.attention_mask)
+        _, regions = self.encode_visual(batch, batch.region_boxes if "image" in batch else None)
+        return {"region_states": self.fusion(t[:, None].expand_as(regions), regions)}
+
+    @provides("nlvr2", features=("pooled_pair",))
+    def pair_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        t = self.encode_text(batch.input_ids, batch.attention_mask)
+        visual, _ = self.encode_visual(batch)
+        return {"pooled_pair": self.fusion(t[:, None].expand_as(visual), visual).flatten(1)}
+
+    @provides("vqa", "classification", features=("pooled",))
+    def pooled_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        t = self.encode_text(batch.input_ids, batch.attention_mask)
+        visual, _ = self.encode_visual(batch)
+        return {"pooled": self.fusion(t, visual)}
 
 
 @MODELS.register("text_only")
@@ -136,14 +139,19 @@ class TextOnlyModel(LateFusionModel):
     """The blind baseline: the same text encoder and heads, no visual input at all."""
 
     uses_vision = False
-    supported_tasks = SUPPORTED_TASKS - {"rec", "grounding", "retrieval"}
 
-    def features(self, batch: Batch) -> dict[str, torch.Tensor]:
-        task = self.heads.task(batch)
-        if task == "vcr":
-            return {f"{kind}_pooled": pooled for kind, pooled in self.encode_choices(batch).items()}
+    @provides("vcr", features=("answer_pooled", "rationale_pooled"))
+    def vcr_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return {f"{kind}_pooled": pooled for kind, pooled in self.encode_choices(batch).items()}
+
+    @provides("nlvr2", features=("pooled_pair",))
+    def pair_features(self, batch: Batch) -> dict[str, torch.Tensor]:
         t = self.encode_text(batch.input_ids, batch.attention_mask)
-        if task == "nlvr2":
-            return {"pooled_pair": torch.cat([t, t], dim=-1)}
-        return {"pooled": t}
+        return {"pooled_pair": torch.cat([t, t], dim=-1)}
 
+    @provides("vqa", "classification", features=("pooled",))
+    def pooled_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return {"pooled": self.encode_text(batch.input_ids, batch.attention_mask)}
+
+    # a blind model cannot point at regions or embed images
+    retrieval_features = region_features = None  # type: ignore[assignment]

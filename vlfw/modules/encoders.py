@@ -103,9 +103,9 @@ class TextEncoder(nn.Module):
     """Token + position embeddings and a pre-LN Transformer encoder (SDPA inside)."""
 
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int = 2, num_heads: int = 4,
-                 max_length: int = 128, dropout: float = 0.1) -> None:
+                 max_length: int = 128, dropout: float = 0.1, pad_id: int = 0) -> None:
         super().__init__()
-        self.tokens = nn.Embedding(vocab_size, hidden_size, padding_idx=0)
+        self.tokens = nn.Embedding(vocab_size, hidden_size, padding_idx=pad_id)
         self.positions = nn.Embedding(max_length, hidden_size)
         self.max_length = max_length
         layer = nn.TransformerEncoderLayer(hidden_size, num_heads, hidden_size * 4, dropout,

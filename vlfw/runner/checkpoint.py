@@ -17,6 +17,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 from vlfw.errors import CheckpointError
 
@@ -26,6 +33,19 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_POINTER = "last"
 BEST_FILE = "best.pt"
 _UPDATE_FILE = re.compile(r"^update_(\d+)\.pt$")
+_TEMPORARY = re.compile(r"^\..+\.tmp\.(\d+)$")  # atomic_write's temporary files: .<name>.tmp.<pid>
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # -- atomic files ------------------------------------------------------------------------------
@@ -129,13 +149,23 @@ class CheckpointManager:
         return self.directory / f"update_{update}.pt"
 
     def last_path(self) -> Path | None:
-        """The file the `last` pointer names, or None when no checkpoint was written yet."""
+        """The file the `last` pointer names, or None when no checkpoint was written yet.
+
+        The pointer may only hold a plain `update_<N>.pt` name: a path (`../x.pt`, `/abs.pt`,
+        `sub/x.pt`) would make a resume load a file from outside the run's checkpoints folder.
+        """
         pointer = self.directory / LAST_POINTER
         if not pointer.is_file():
             return None
-        name = pointer.read_text(encoding="utf-8").strip()
+        with open(pointer, "rb") as handle:
+            raw = handle.read(4097)
+        name = raw[:4096].decode("utf-8", errors="replace").strip()
         if not name:
             raise CheckpointError(f"the checkpoint pointer {pointer} is empty")
+        if len(raw) > 4096 or not _UPDATE_FILE.match(name):
+            shown = name if len(name) <= 80 else name[:77] + "..."
+            raise CheckpointError(f"the checkpoint pointer {pointer} holds {shown!r}, not the name of a checkpoint "
+                                  f"in {self.directory} (update_<N>.pt, no path); delete the pointer or write such a name in it")
         return self.directory / name
 
     def save(self, state: dict[str, Any], update: int) -> Path:
@@ -145,6 +175,20 @@ class CheckpointManager:
         atomic_write_text(self.directory / LAST_POINTER, path.name + "\n")
         self._prune(keep=path)
         return path
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete temporary files of checkpoint writers that died mid-write (their process is gone)."""
+        removed = []
+        if not self.directory.is_dir():
+            return removed
+        for path in self.directory.iterdir():
+            match = _TEMPORARY.match(path.name)
+            if match and not _process_alive(int(match.group(1))):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        if removed:
+            log.info("removed %d temporary file(s) of interrupted checkpoint writes in %s", len(removed), self.directory)
+        return removed
 
     def save_best(self, state: dict[str, Any]) -> Path:
         atomic_save(state, self.best_path)
@@ -158,6 +202,92 @@ class CheckpointManager:
         for _, path in found[:-self.keep_last]:
             if path != keep:
                 path.unlink(missing_ok=True)
+
+
+# -- the run directory -------------------------------------------------------------------------
+def check_save_dir(config: Any, context: Any) -> None:
+    """A training run never mixes with an earlier run in its save_dir: without checkpoint.resume
+    (true, or auto: resume when the directory holds a checkpoint) a save_dir holding a run's
+    checkpoints or log is refused. Removes stale checkpoint temporaries."""
+    save_dir = Path(str(config.save_dir))
+    if save_dir.exists() and not save_dir.is_dir():
+        raise CheckpointError(f"save_dir {save_dir} is a file, not a directory; choose another save_dir")
+    if "train" not in str(config.run_type).split("_"):
+        return
+    manager = CheckpointManager(save_dir)
+    if context.is_main:
+        manager.remove_stale_temporaries()
+    checkpoint = config.checkpoint
+    if checkpoint.resume_file:
+        return
+    if str(checkpoint.resume) == "auto":
+        checkpoint.resume = (manager.directory / LAST_POINTER).is_file()
+        if checkpoint.resume:
+            log.info("checkpoint.resume=auto: continuing the run in %s", save_dir)
+        return
+    if checkpoint.resume:
+        return
+    earlier = [p for p in (manager.directory / LAST_POINTER, save_dir / "train_log.jsonl") if p.exists()]
+    if earlier:
+        raise CheckpointError(
+            f"save_dir {save_dir} already holds a run ({', '.join(str(p.relative_to(save_dir)) for p in earlier)}); "
+            "continue it with checkpoint.resume=true (or auto), or choose a new save_dir")
+
+
+def check_compatible(state: Mapping[str, Any], config: Any, path: str | os.PathLike) -> None:
+    """A resumed checkpoint must come from the same model and datasets as this run."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load(state.get("config") or "") or {}
+    except yaml.YAMLError:
+        saved = {}
+    theirs = (saved.get("model"), list(saved.get("datasets") or []))
+    ours = (str(config.model), [str(d) for d in config.datasets])
+    if saved and theirs != ours:
+        raise CheckpointError(f"cannot resume from {path}: it is a checkpoint of model {theirs[0]!r} on datasets "
+                              f"{theirs[1]}, this run is model {ours[0]!r} on {ours[1]}")
+
+
+# -- model and optimizer state (torch.distributed.checkpoint.state_dict) -------------------------
+# One code path for a plain module, DDP and FSDP: full (unsharded) states on the CPU. Under several
+# ranks only rank 0 receives them (it is the one that writes); loading takes the full state on
+# every rank.
+_FULL_ON_CPU = StateDictOptions(full_state_dict=True, cpu_offload=True)
+_FULL = StateDictOptions(full_state_dict=True)
+_FULL_LENIENT = StateDictOptions(full_state_dict=True, strict=False)
+
+
+def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's full state dict on the CPU (collective under FSDP: every rank calls it)."""
+    return get_model_state_dict(model, options=_FULL_ON_CPU)
+
+
+def load_model_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    set_model_state_dict(model, dict(state), options=_FULL)
+
+
+def optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer state keyed by parameter names (collective under FSDP)."""
+    return get_optimizer_state_dict(model, optimizer, options=_FULL_ON_CPU)
+
+
+def load_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
+    """Parameters that never had a gradient (the head of a dataset not drawn yet) have no optimizer
+    state in the checkpoint. set_optimizer_state_dict initialises one for them (step 1, zero
+    moments), which is not what a fresh state is (step 0): those are removed again, so the
+    resumed run continues exactly."""
+    set_optimizer_state_dict(model, optimizer, dict(state), options=_FULL_LENIENT)
+    saved = set((state.get("state") or {}).keys())
+    for name, parameter in model.named_parameters():
+        if name not in saved:
+            optimizer.state.pop(parameter, None)
+
+
+def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of a state dict holding NaN or Inf."""
+    return [name for name, value in state.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
 
 
 # -- model weights -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Process-group setup from torchrun's environment, model wrapping (DDP / FSDP), small collectives."""
+"""Process-group setup from torchrun's environment and model wrapping (DDP / FSDP). The collectives
+themselves live in the bottom-layer module vlfw.distributed."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from vlfw.distributed import barrier
 from vlfw.errors import ConfigError
 
 
@@ -32,8 +34,7 @@ class DistributedContext:
         return self.world_size > 1
 
     def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
+        barrier()
 
     def cleanup(self) -> None:
         if self.created_group and dist.is_initialized():
@@ -61,9 +62,7 @@ def setup_distributed(config: Any) -> DistributedContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(config.get("device", "auto"), local_rank)
-    strategy = str(section.get("strategy", "ddp"))
-    if strategy not in ("ddp", "fsdp"):
-        raise ConfigError(f"distributed.strategy must be ddp or fsdp, got {strategy!r}")
+    strategy = str(section.get("strategy", "ddp"))  # values checked when the config is loaded
     context = DistributedContext(rank, world_size, local_rank, device, strategy)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -110,23 +109,12 @@ def wrap_model(model: nn.Module, context: DistributedContext, config: Any) -> nn
                                    find_unused_parameters=bool(section.get("find_unused_parameters", False)))
 
 
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def all_gather_object(obj: Any) -> list[Any]:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        out: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(out, obj)
-        return out
-    return [obj]
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        box = [obj]
-        dist.broadcast_object_list(box, src=src)
-        return box[0]
-    return obj
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model

@@ -1,4 +1,5 @@
-"""Evaluation: sharded loaders, metric updates, exact gathering, prediction files."""
+"""Evaluation: sharded loaders, the model's forward (or `generate` for generative tasks), metric
+updates, exact gathering, evaluation steps after the pass (retrieval re-rank), prediction files."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from tqdm.auto import tqdm
 from vlfw.data.batch import Batch
 from vlfw.data.samplers import ShardedEvalSampler
 from vlfw.datasets.base import DatasetBuilder
+from vlfw.distributed import all_gather_object
 from vlfw.metrics.base import Metric
-from vlfw.runner.build import unwrap
-from vlfw.runner.distributed import DistributedContext, all_gather_object
+from vlfw.registry import TASKS
+from vlfw.runner.distributed import DistributedContext, unwrap
+from vlfw.runner.rerank import rerank_retrieval
 
 log = logging.getLogger("vlfw.runner")
 
@@ -33,7 +36,9 @@ class Evaluator:
                  context: DistributedContext, batch_size: int, num_workers: int = 0,
                  pin_memory: bool = False, progress_bar: bool = True,
                  autocast: Callable[[], Any] = contextlib.nullcontext,
-                 predictions_dir: str | Path | None = None) -> None:
+                 predictions_dir: str | Path | None = None,
+                 generation: dict[str, dict[str, Any]] | None = None,
+                 task_infos: dict[str, Any] | None = None) -> None:
         self.builders = builders
         self.metrics = metrics
         self.context = context
@@ -43,6 +48,8 @@ class Evaluator:
         self.progress_bar = progress_bar
         self.autocast = autocast
         self.predictions_dir = Path(predictions_dir) if predictions_dir else None
+        self.generation = dict(generation or {})  # dataset -> generate() options (generative tasks)
+        self.task_infos = dict(task_infos or {})  # dataset -> TaskInfo (from the builders when not given)
         self._datasets: dict[tuple[str, str], Any] = {}
         self.primary_keys: dict[str, str] = {}  # dataset -> its primary metric name
 
@@ -74,10 +81,13 @@ class Evaluator:
                             collate_fn=builder.collate, num_workers=self.num_workers,
                             pin_memory=self.pin_memory, generator=generator)
         metrics = self.metrics.get(name, [])
-        plain_model = unwrap(model)  # what a metric may call outside forward (see Metric.bind_model)
+        plain_model = unwrap(model)  # what evaluation steps call outside forward (re-rank, generate)
+        if name not in self.task_infos:
+            self.task_infos[name] = builder.task_info()
+        task = self.task_infos[name].task
+        generative = TASKS.get(task).generative
         for metric in metrics:
             metric.reset()
-            metric.bind_model(plain_model)
         rows: list[tuple[int | None, dict]] | None = [] if write_predictions else None
         seen = 0
         bar = tqdm(loader, desc=f"{split}/{name}", leave=False, dynamic_ncols=True,
@@ -89,7 +99,10 @@ class Evaluator:
             indices = sampler.indices[seen:seen + real]
             seen += size
             with self.autocast():
-                outputs = model(batch)
+                if generative:
+                    outputs = {"generated_ids": plain_model.generate(batch, **self.generation.get(name, {}))}
+                else:
+                    outputs = model(batch)
             for metric in metrics:
                 metric.update(batch, outputs)
             if rows is not None and real > 0:
@@ -98,6 +111,8 @@ class Evaluator:
         results: dict[str, float] = {}
         for metric in metrics:
             metric.gather()
+            if task == "retrieval" and hasattr(metric, "set_ranks"):
+                rerank_retrieval(plain_model, dataset, builder.collate, metric, self.context.device, self.autocast)
             values = metric.compute()
             for key, value in values.items():
                 results[f"{split}/{name}/{key}"] = float(value)
@@ -132,7 +147,7 @@ class Evaluator:
         merged = [pair for part in everything for pair in part]
         if merged and all(index is not None for index, _ in merged):
             merged.sort(key=lambda pair: pair[0])
-        path = self.predictions_dir / f"{name}_{split}.json"
+        path = self.predictions_dir / builder.predictions_file(split)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             builder.write_predictions([row for _, row in merged], str(path))

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vlfw.runner.build import build_builders, build_model, parse_run_type
-from vlfw.runner.checkpoint import atomic_write_text
+from vlfw.runner.build import build_run, parse_run_type
+from vlfw.runner.checkpoint import atomic_write_text, check_save_dir
 from vlfw.runner.distributed import setup_distributed
 from vlfw.runner.logging import ensure_console_handler
 from vlfw.runner.trainer import Trainer
@@ -46,19 +46,16 @@ def run(config: DictConfig) -> dict[str, float]:
         seed_everything(seed)
         set_deterministic(bool(config.training.deterministic))
         save_dir = Path(config.save_dir)
+        check_save_dir(config, context)
+        run_spec = build_run(config, context)
+        # what follows (dropout, augmentation drawn from global RNG) should differ per rank
+        seed_everything(seed + context.rank)
+        trainer = Trainer(run_spec)
+        if "train" in run_spec.parts:
+            trainer.setup_training()  # a resume is checked against this run before anything is written
         if context.is_main:
             save_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(save_dir / "config.yaml", OmegaConf.to_yaml(config, resolve=True))
-        builders = build_builders(config)
-        task_infos = {name: b.task_info() for name, b in builders.items()}
-        # seeded again here: whatever building the datasets drew from the global RNG (a Shapes
-        # world generated on first use, say) must not change the model's initial weights
-        seed_everything(seed)
-        model = build_model(config, task_infos)
-        model.to(context.device)
-        # what follows (dropout, augmentation drawn from global RNG) should differ per rank
-        seed_everything(seed + context.rank)
-        trainer = Trainer(config, context, builders, model)
         return trainer.run()
     finally:
         context.cleanup()

@@ -8,8 +8,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from vlfw.world.coco import karpathy_entries
-from vlfw.world.language import (BACKGROUND_WORDS, article, caption, color_word, count_phrase, object_phrase,
-                                 pick, plural, shape_word, vary_case)
+from vlfw.world.language import (
+    BACKGROUND_WORDS,
+    article,
+    caption,
+    color_word,
+    count_phrase,
+    object_phrase,
+    pick,
+    plural,
+    shape_word,
+    vary_case,
+)
 from vlfw.world.pools import ImagePool, split_by_fraction, unique_ids, write_json, write_jsonl
 from vlfw.world.scene import COLOR_NAMES, SHAPES, Scene, make_rng, sample_scene
 
@@ -96,7 +106,7 @@ def write_snli_ve(root: str, images: list[FlickrImage], seed: int) -> dict:
                     n_annot = 5 if rng.random() < 0.3 else 1
                     annot = [label] * n_annot
                     if n_annot == 5:
-                        annot[int(rng.integers(1, 5))] = pick(rng, [l for l in labels if l != label])
+                        annot[int(rng.integers(1, 5))] = pick(rng, [other for other in labels if other != label])
                     row = {"annotator_labels": annot, "captionID": f"{img.file_name}#{k}",
                            "gold_label": label, "pairID": f"{img.file_name}#{k}r1{label[0]}",
                            "sentence1": premise, "sentence1_binary_parse": "", "sentence1_parse": "",

@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from vlfw.world.language import (NUMBER_WORDS, article, color_word, pick, plural, shape_word, vary_case)
+from vlfw.world.language import NUMBER_WORDS, article, color_word, pick, plural, shape_word, vary_case
 from vlfw.world.pools import ImagePool, write_jsonl
 from vlfw.world.scene import COLOR_NAMES, SHAPES, Scene, make_rng, relation, sample_scene
 

@@ -8,11 +8,19 @@ import pickle
 import numpy as np
 
 from vlfw.world.coco import CATEGORIES, INFO, CocoImage, coco_annotation, image_entry
-from vlfw.world.language import (RELATION_WORDS, SHAPE_WORDS, SIZE_WORDS, article, color_word, pick,
-                                 shape_word, tokenize)
+from vlfw.world.language import (
+    RELATION_WORDS,
+    SIZE_WORDS,
+    article,
+    color_word,
+    distinguishing_words,
+    location_word,
+    pick,
+    shape_word,
+    tokenize,
+)
 from vlfw.world.pools import split_by_fraction, write_json
 from vlfw.world.scene import SHAPES, Scene, make_rng, relation
-from vlfw.world.language import distinguishing_words, location_word
 
 LOCATION_PHRASES = {"leftmost": ["left", "leftmost", "on the left"], "rightmost": ["right", "rightmost", "on the right"],
                     "top": ["top", "upper", "at the top"], "bottom": ["bottom", "lower", "at the bottom"]}

@@ -9,7 +9,7 @@ import numpy as np
 
 from vlfw.world.language import NUMBER_WORDS, pick
 from vlfw.world.pools import ImagePool, write_jsonl
-from vlfw.world.scene import COLOR_NAMES, SHAPES, Scene, make_rng, polygon_points, relation, sample_scene
+from vlfw.world.scene import COLOR_NAMES, Scene, make_rng, polygon_points, relation, sample_scene
 
 MOVIES = ["1001_Shapes_In_Motion", "1002_The_Red_Circle", "1003_Triangle_Trouble", "1004_Star_Crossed"]
 SPLITS = ["train", "val", "test"]

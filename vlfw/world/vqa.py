@@ -11,8 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-from vlfw.world.language import (COLOR_WORDS, NUMBER_WORDS, SHAPE_WORDS, color_word, pick, plural,
-                                 shape_word, vary_case)
+from vlfw.world.language import COLOR_WORDS, NUMBER_WORDS, SHAPE_WORDS, color_word, pick, plural, shape_word, vary_case
 from vlfw.world.scene import COLOR_NAMES, SHAPES, Scene, WorldObject, relation, sample_scene
 
 TEMPLATES = ["exists", "relation", "count_shape", "count_color", "color_of", "shape_of"]

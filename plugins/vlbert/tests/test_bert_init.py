@@ -2,8 +2,8 @@
 
 import torch
 from safetensors import safe_open
-
 from vlbert_helpers import build_model
+
 from vlfw_vlbert.bert_init import bundled_bert_path
 
 

@@ -3,8 +3,8 @@ that checkpoint through vlfw's pretrained loading: the heads' transforms come fr
 transform and the VQA loss goes down."""
 
 import torch
-
 from vlbert_helpers import build_model, shapes_builder
+
 from vlfw.losses.standard import SoftBinaryCrossEntropy
 from vlfw.runner.checkpoint import load_pretrained
 

@@ -3,8 +3,8 @@
 import math
 
 import torch
-
 from vlbert_helpers import build_model
+
 from vlfw.data.batch import Sample, collate
 from vlfw_vlbert.heads import mlm_loss
 from vlfw_vlbert.visual import geometry_embedding

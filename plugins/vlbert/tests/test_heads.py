@@ -1,8 +1,8 @@
 """Output shapes of every head on hand-made batches, regions and images."""
 
 import torch
-
 from vlbert_helpers import build_model
+
 from vlfw.data.batch import Sample, collate
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from vlbert_helpers import build_model
+
 from vlfw.data.batch import Sample, collate
 from vlfw.errors import ConfigError
 from vlfw_vlbert.heads import soft_cross_entropy
@@ -28,7 +28,8 @@ def region_batch(count=2):
     for i in range(count):
         generator = torch.Generator().manual_seed(100 + i)
         n = 3 + i % 2  # sample 0 has a padded region
-        boxes = torch.tensor([[1.0, 1.0, 20.0, 20.0], [4.0, 6.0, 30.0, 28.0], [10.0, 2.0, 40.0, 50.0], [0.0, 30.0, 9.0, 60.0]])[:n]
+        boxes = torch.tensor([[1.0, 1.0, 20.0, 20.0], [4.0, 6.0, 30.0, 28.0],
+                              [10.0, 2.0, 40.0, 50.0], [0.0, 30.0, 9.0, 60.0]])[:n]
         samples.append(vcr_sample(i, {"region_features": torch.randn(n, 12, generator=generator), "region_boxes": boxes,
                                       "image_size": torch.tensor([64.0, 64.0]),
                                       "region_class_probs": torch.rand(n, CLASSES, generator=generator)}))
@@ -42,7 +43,7 @@ def vcr_model(**vcr):
 
 
 def test_unmasked_roi_classification_is_the_soft_cross_entropy_of_every_real_region():
-    model = vcr_model(roi_mask_probability=0.0, roi_classification_weight=0.5).train()
+    model = vcr_model(roi_mask_probability=0.0).train()
     batch = region_batch()
     out = model(batch)
     assert out["answer_logits"].shape == (2, 4)
@@ -62,7 +63,7 @@ def test_unmasked_roi_classification_is_the_soft_cross_entropy_of_every_real_reg
             real = batch.region_mask[row]
             logits.append(model.mrc(regions[row][:, real].reshape(-1, states.shape[-1])))
             targets.append(batch.region_class_probs[row][real].repeat(k, 1))
-    expected = 0.5 * soft_cross_entropy(torch.cat(logits), torch.cat(targets))
+    expected = soft_cross_entropy(torch.cat(logits), torch.cat(targets))  # unweighted: loss_weights weight it
     assert torch.allclose(loss, expected, atol=1e-5), (loss, expected)
     # a padded region's target plays no part, a real one's does
     padded = region_batch()

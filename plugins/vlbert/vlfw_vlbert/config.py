@@ -22,7 +22,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "num_layers": None,
     "num_heads": None,
     "intermediate_size": None,
-    "vocab_size": 30522,
+    "vocab_size": None,  # null: the datasets' tokenizer (TaskInfo.text)
     "max_position_embeddings": 512,
     "dropout": 0.1,
     "attention_dropout": 0.1,
@@ -56,15 +56,21 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # plus masked RoI classification with linguistic clues), through the `mrc` head -> "loss/roi_classification"
     "vcr": {
         "roi_classification": True,  # on when the batch has class targets (see the README)
-        "roi_classification_weight": 1.0,
         "roi_mask_probability": 0.15,  # RoIs masked as in pre-training; 0: classify every (unmasked) RoI
         # end to end (visual=images) the RoIs are VCR's objects: their labels -> class index by this
         # list of names (e.g. the detector's classes); null: no targets on that path
         "object_classes": None,
     },
-    "special_tokens": {"cls": 101, "sep": 102, "mask": 103},
     # per-dataset head overrides: {dataset: {type: <HEADS name>, params: {...}}}
     "heads": {},
+}
+
+# allowed values, checked when the config is loaded
+CONFIG_CHOICES = {
+    "size": tuple(SIZES),
+    "bert_init": ("auto", "bundled", "path", "none"),
+    "end_to_end": ("auto", True, False),
+    "backbone": (None, "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
 }
 
 # default heads of the tasks VL-BERT has its own head for (others use vlfw's TaskHeads defaults)
@@ -73,10 +79,7 @@ VLBERT_HEADS = {"vqa": "vlbert_vqa", "rec": "vlbert_region", "grounding": "vlber
 
 def resolve_size(config: Any) -> dict[str, Any]:
     """The effective sizes: the named size's values with explicit overrides applied."""
-    size = str(config.size)
-    if size not in SIZES:
-        raise ConfigError(f"model_config.vlbert.size must be one of {', '.join(SIZES)}, got {size!r}")
-    out = dict(SIZES[size])
+    out = dict(SIZES[str(config.size)])
     for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "backbone"):
         value = config.get(key)
         if value is not None:

@@ -29,9 +29,9 @@ class Embeddings(nn.Module):
     All visual elements share the position right after the text; [END] takes the next one.
     """
 
-    def __init__(self, vocab_size: int, hidden: int, max_positions: int, dropout: float) -> None:
+    def __init__(self, vocab_size: int, hidden: int, max_positions: int, dropout: float, pad_id: int = 0) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(vocab_size, hidden, padding_idx=0)
+        self.word_embeddings = nn.Embedding(vocab_size, hidden, padding_idx=pad_id)
         self.position_embeddings = nn.Embedding(max_positions, hidden)
         self.token_type_embeddings = nn.Embedding(3, hidden)
         self.image_token = nn.Parameter(torch.zeros(hidden))

@@ -7,15 +7,13 @@ initialises it from its MLM transform, also when loading a pre-training checkpoi
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlfw.modules.heads import Head, _num_outputs
+from vlfw.modules.heads import Head
 from vlfw.registry import HEADS
-
+from vlfw.tasks import TaskInfo
 from vlfw_vlbert.encoder import LN_EPS
 
 
@@ -71,12 +69,13 @@ class VLBertVQAHead(Head):
     """The [MASK] element's output (feature `answer_state`) -> transform -> dropout -> Linear(answers)."""
 
     init_from_mlm_transform = True
+    reads = ("answer_state",)
 
-    def __init__(self, hidden_size: int, task_info: Mapping[str, Any], dropout: float = 0.1) -> None:
+    def __init__(self, hidden_size: int, task_info: TaskInfo, dropout: float = 0.1) -> None:
         super().__init__(hidden_size, task_info)
         self.transform = Transform(hidden_size)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden_size, _num_outputs(task_info))
+        self.classifier = nn.Linear(hidden_size, task_info.num_outputs)
 
     def forward(self, features, batch):
         return {"logits": self.classifier(self.dropout(self.transform(features["answer_state"])))}
@@ -87,8 +86,9 @@ class VLBertRegionHead(Head):
     """Each RoI's output (feature `region_states`) -> transform -> dropout -> Linear(1)."""
 
     init_from_mlm_transform = True
+    reads = ("region_states",)
 
-    def __init__(self, hidden_size: int, task_info: Mapping[str, Any], dropout: float = 0.1) -> None:
+    def __init__(self, hidden_size: int, task_info: TaskInfo, dropout: float = 0.1) -> None:
         super().__init__(hidden_size, task_info)
         self.transform = Transform(hidden_size)
         self.dropout = nn.Dropout(dropout)

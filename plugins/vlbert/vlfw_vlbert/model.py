@@ -4,31 +4,48 @@ per-dataset fine-tuning heads."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
 
 from vlfw.data.batch import Batch
 from vlfw.errors import ConfigError
-from vlfw.models.base import BaseModel
-from vlfw.modules.heads import TaskHeads
+from vlfw.models.base import BaseModel, provides
 from vlfw.registry import MODELS
-
+from vlfw.tasks import TaskInfo, text_settings
 from vlfw_vlbert.bert_init import bundled_bert_path, check_sizes, load_bert
-from vlfw_vlbert.config import DEFAULT_CONFIG, VLBERT_HEADS, resolve_size
+from vlfw_vlbert.config import CONFIG_CHOICES, DEFAULT_CONFIG, VLBERT_HEADS, resolve_size
 from vlfw_vlbert.embeddings import Embeddings
 from vlfw_vlbert.encoder import Encoder, Pooler, gather_rows
 from vlfw_vlbert.heads import MLMHead, MRCHead
 from vlfw_vlbert.objectives import PretrainingObjectives
 from vlfw_vlbert.vcr import VCRFeatures
-from vlfw_vlbert.visual import (ResNetRoIExtractor, VisualFeatures, box_iou_rows, boxes_valid, whole_image_box,
-                                zero_masked_pixels)
+from vlfw_vlbert.visual import (
+    ResNetRoIExtractor,
+    VisualFeatures,
+    box_iou_rows,
+    boxes_valid,
+    whole_image_box,
+    zero_masked_pixels,
+)
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_TASKS = {"pretraining", "vqa", "classification", "nlvr2", "rec", "grounding", "vcr"}
 TRANSFORM_KEYS = ("dense.weight", "dense.bias", "LayerNorm.weight", "LayerNorm.bias")
+
+
+def special_ids(task_infos: Mapping[str, TaskInfo]) -> dict[str, int]:
+    """[CLS], [SEP] and [MASK] ids of the datasets' tokenizer (BERT's when no dataset has text)."""
+    texts = {info.text for info in task_infos.values() if info.text is not None}
+    if not texts:
+        return {"cls": 101, "sep": 102, "mask": 103}
+    if len({(t.cls_id, t.sep_id, t.mask_id) for t in texts}) > 1:
+        raise ConfigError("vlbert: the datasets of this run use tokenizers with different special ids")
+    text = texts.pop()
+    if text.mask_id is None:
+        raise ConfigError("vlbert: the tokenizer has no mask token (VQA reads the answer at a [MASK])")
+    return {"cls": text.cls_id, "sep": text.sep_id, "mask": text.mask_id}
 
 
 class Visual:
@@ -51,23 +68,28 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
     """VL-BERT. See the plugin README for where it follows the paper and the released code."""
 
     DEFAULT_CONFIG = DEFAULT_CONFIG
+    CONFIG_CHOICES = CONFIG_CHOICES
+    TASK_HEADS = VLBERT_HEADS
 
-    def __init__(self, config, task_infos: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(self, config, task_infos: Mapping[str, TaskInfo]) -> None:
         super().__init__(config, task_infos)
+        task_infos = self.task_infos
         c = self.config
         sizes = resolve_size(c)
         self.sizes = sizes
         hidden = sizes["hidden_size"]
         self.hidden_size = hidden
-        self.special = {k: int(v) for k, v in c.special_tokens.items()}
-        self.embeddings = Embeddings(int(c.vocab_size), hidden, int(c.max_position_embeddings), float(c.dropout))
+        vocab_size, self.pad_id = text_settings(task_infos, c.vocab_size)
+        self.special = special_ids(task_infos)
+        self.embeddings = Embeddings(vocab_size, hidden, int(c.max_position_embeddings), float(c.dropout),
+                                     pad_id=self.pad_id)
         self.encoder = Encoder(hidden, sizes["num_layers"], sizes["num_heads"], sizes["intermediate_size"],
                                float(c.dropout), float(c.attention_dropout))
         self.pooler = Pooler(hidden)
         self.mlm = MLMHead(hidden, self.embeddings.word_embeddings)
 
         # appearance: precomputed region features and / or the end-to-end ResNet
-        visuals = {info.get("visual") for info in task_infos.values()}
+        visuals = {info.visual for info in task_infos.values()}
         end_to_end = c.end_to_end
         build_images = bool(end_to_end) if end_to_end != "auto" else ("images" in visuals or None in visuals)
         geometry = (int(c.geometry_size), float(c.geometry_wavelength))
@@ -75,7 +97,7 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
             self.backbone = ResNetRoIExtractor(str(sizes["backbone"]), int(c.roi_output_size), bool(c.frozen_batch_norm))
             self.image_visual = VisualFeatures(self.backbone.out_channels, hidden, *geometry)
         if "regions" in visuals or None in visuals or not build_images:
-            feature_sizes = {int(i["region_feature_size"]) for i in task_infos.values() if "region_feature_size" in i}
+            feature_sizes = {int(i.region_feature_size) for i in task_infos.values() if i.region_feature_size}
             if c.region_feature_size is not None:
                 feature_sizes = {int(c.region_feature_size)}
             if len(feature_sizes) > 1:
@@ -84,14 +106,14 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
 
         # pre-training heads
         pre = c.pretraining
-        pretraining = any(i.get("task") == "pretraining" for i in task_infos.values())
+        pretraining = any(i.task == "pretraining" for i in task_infos.values())
         classes = c.detector_classes
         if classes is None:
-            found = [int(i["detector_classes"]) for i in task_infos.values() if i.get("detector_classes")]
+            found = [int(i.detector_classes) for i in task_infos.values() if i.detector_classes]
             classes = max(found) if found else None
         # VCR's auxiliary RoI classification shares the masked-RoI-classification head
         vcr_config = c.vcr
-        vcr_roi = bool(vcr_config.roi_classification) and any(i.get("task") == "vcr" for i in task_infos.values())
+        vcr_roi = bool(vcr_config.roi_classification) and any(i.task == "vcr" for i in task_infos.values())
         names = list(vcr_config.object_classes) if vcr_config.object_classes is not None else None
         if vcr_roi and names is not None:
             if classes is not None and int(classes) != len(names):
@@ -109,11 +131,7 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
         self.sir = nn.Linear(hidden, 2) if pretraining and pre.sir else None
         self.register_buffer("mask_step", torch.zeros((), dtype=torch.long))
 
-        head_configs = {k: dict(v) for k, v in (c.heads or {}).items()}
-        for dataset, info in task_infos.items():
-            if dataset not in head_configs and info.get("task") in VLBERT_HEADS:
-                head_configs[dataset] = {"type": VLBERT_HEADS[info["task"]]}
-        self.heads = TaskHeads(hidden, task_infos, head_configs, SUPPORTED_TASKS, "vlbert")
+        self.heads = self.build_heads(hidden, {k: dict(v) for k, v in (c.heads or {}).items()})
 
         self._init_weights()
         self.bert_report = self._load_bert()
@@ -140,8 +158,6 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
 
     def _load_bert(self) -> dict[str, list[str]] | None:
         mode, path = str(self.config.bert_init), self.config.bert_path
-        if mode not in ("auto", "bundled", "path", "none"):
-            raise ConfigError(f"model_config.vlbert.bert_init must be auto|bundled|path|none, got {mode!r}")
         if mode == "none":
             return None
         if mode == "bundled" or (mode == "auto" and path is None and str(self.config.size) == "small"):
@@ -236,7 +252,8 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
             return Visual(projected, valid, boxes, 1, masked if masked is not None else torch.zeros_like(valid))
         return None
 
-    def visual_from_batch(self, batch: Batch, boxes_key: str = "region_boxes", masked: torch.Tensor | None = None) -> Visual | None:
+    def visual_from_batch(self, batch: Batch, boxes_key: str = "region_boxes",
+                          masked: torch.Tensor | None = None) -> Visual | None:
         if "region_features" in batch:
             return self._visual(region_features=batch.region_features, region_boxes=batch.region_boxes,
                                 region_mask=batch.get("region_mask"), image_size=batch.image_size, masked=masked)
@@ -253,7 +270,7 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
         each text token carries (default: the whole image). read (B, K): return only the states
         at these positions (B, K, H) (text positions are packed positions: token j at j)."""
         if attention_mask is None:
-            attention_mask = input_ids != 0
+            attention_mask = input_ids != self.pad_id
         packed = self.embeddings(input_ids, token_type_ids, attention_mask,
                                  visual.features if visual is not None else None,
                                  visual.valid if visual is not None else None, text_visual_index)
@@ -277,13 +294,13 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
         """`[CLS] q [SEP]` -> `[CLS] q [SEP] [MASK] [SEP]` (segment A); returns ids, types, mask, [MASK] positions."""
         ids = batch.input_ids
         mask = batch.get("attention_mask")
-        mask = (ids != 0) if mask is None else mask.bool()
+        mask = (ids != self.pad_id) if mask is None else mask.bool()
         types = batch.get("token_type_ids")
         types = torch.zeros_like(ids) if types is None else types
         b = ids.shape[0]
         lengths = mask.sum(1)
         pad = ids.new_zeros(b, 2)
-        ids = torch.cat([ids, pad], 1)
+        ids = torch.cat([ids, torch.full_like(pad, self.pad_id)], 1)
         types = torch.cat([types, pad], 1)
         mask = torch.cat([mask, pad.bool()], 1)
         rows = torch.arange(b, device=ids.device)
@@ -294,37 +311,38 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
         return ids, types, mask, lengths
 
     # -- tasks ----------------------------------------------------------------------------------------
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        task = self.heads.task(batch)
-        if task == "pretraining":
-            return self.pretrain(batch)
-        features = self.features(batch, task)
-        outputs = self.heads(features, batch)
-        if "loss/roi_classification" in features:
-            outputs["loss/roi_classification"] = features["loss/roi_classification"]
-        return outputs
+    @provides("pretraining")
+    def pretraining_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.pretrain(batch)
 
-    def features(self, batch: Batch, task: str) -> dict[str, torch.Tensor]:
-        if task == "vcr":
-            return self.vcr_features(batch)
-        if task == "nlvr2":
-            return self.nlvr2_features(batch)
-        if task == "vqa":
-            ids, types, mask, where = self._append_mask_sep(batch)
-            read = torch.stack([torch.zeros_like(where), where], dim=1)  # [CLS], [MASK]
-            states, _, _ = self.encode(ids, types, mask, self.visual_from_batch(batch), read=read)
-            return {"answer_state": states[:, 1], "pooled": self.pooler(states)}
+    @provides("vcr", features=("answer_pooled", "rationale_pooled"))
+    def choice_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.vcr_features(batch)
+
+    @provides("vqa", features=("answer_state", "pooled"))
+    def vqa_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """`[CLS] q [SEP] [MASK] [SEP] regions [END]`: the [MASK] state and the pooled [CLS]."""
+        ids, types, mask, where = self._append_mask_sep(batch)
+        read = torch.stack([torch.zeros_like(where), where], dim=1)  # [CLS], [MASK]
+        states, _, _ = self.encode(ids, types, mask, self.visual_from_batch(batch), read=read)
+        return {"answer_state": states[:, 1], "pooled": self.pooler(states)}
+
+    @provides("classification", features=("pooled",))
+    def pooled_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        states, _, _ = self.encode(batch.input_ids, batch.get("token_type_ids"), batch.get("attention_mask"),
+                                   self.visual_from_batch(batch), read=self.first_position(batch.input_ids))
+        return {"pooled": self.pooler(states)}
+
+    @provides("rec", "grounding", features=("region_states", "pooled"))
+    def region_features(self, batch: Batch) -> dict[str, torch.Tensor]:
         visual = self.visual_from_batch(batch)
-        regions = task in ("rec", "grounding")
-        if regions and visual is None:
+        if visual is None:
             raise ConfigError("vlbert: rec/grounding batches need region_features or image + region_boxes")
         states, _, positions = self.encode(batch.input_ids, batch.get("token_type_ids"), batch.get("attention_mask"),
-                                           visual, read=None if regions else self.first_position(batch.input_ids))
-        features = {"pooled": self.pooler(states)}
-        if regions:
-            features["region_states"] = self.gather_states(states, positions[:, visual.offset:])
-        return features
+                                           visual)
+        return {"pooled": self.pooler(states), "region_states": self.gather_states(states, positions[:, visual.offset:])}
 
+    @provides("nlvr2", features=("pooled_pair",))
     def nlvr2_features(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Each of the two images with the sentence; the two pooled vectors concatenated."""
         flat = lambda t: None if t is None else t.reshape(-1, *t.shape[2:])  # noqa: E731

@@ -7,9 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from vlfw.data.batch import Batch
-from vlfw.datasets.common import stable_seed
+from vlfw.datasets.records import stable_seed
 from vlfw.errors import ConfigError
-
 from vlfw_vlbert.heads import soft_cross_entropy
 from vlfw_vlbert.visual import boxes_valid
 
@@ -87,7 +86,8 @@ class PretrainingObjectives:
 
     def _mlm(self, states: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         if labels is None:
-            raise ConfigError("vlbert: MLM needs mlm_labels (set processors.masking.probability > 0)")
+            raise ConfigError("vlbert: MLM needs mlm_labels "
+                              "(set dataset_config.<name>.processors.masking.params.probability > 0)")
         text = states[:, : labels.shape[1]]
         chosen = labels != -100
         if not chosen.any():

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from vlfw.data.batch import Batch
 from vlfw.errors import ConfigError
-
 from vlfw_vlbert.heads import soft_cross_entropy
 from vlfw_vlbert.visual import box_iou_batched, boxes_valid
 
@@ -42,7 +41,8 @@ class VCRFeatures:
             object_element = iou.argmax(-1)
         else:
             count = boxes.shape[1] if boxes is not None else 0
-            object_element = torch.arange(count, device=visual.features.device)[None].expand(visual.features.shape[0], -1) + visual.offset
+            object_element = (torch.arange(count, device=visual.features.device)[None].expand(visual.features.shape[0], -1)
+                              + visual.offset)
         features = {}
         roi_logits, roi_targets = [], []
         for kind in ("answer", "rationale"):
@@ -56,7 +56,8 @@ class VCRFeatures:
             element = torch.zeros(b, k, length, dtype=torch.long, device=ids.device)
             if object_ids is not None and object_element.shape[1] > 0:
                 known = (object_ids >= 0) & (object_ids < object_element.shape[1])
-                lookup = object_element[:, None].expand(-1, k, -1).gather(2, object_ids.clamp(min=0, max=object_element.shape[1] - 1))
+                lookup = object_element[:, None].expand(-1, k, -1).gather(
+                    2, object_ids.clamp(min=0, max=object_element.shape[1] - 1))
                 element = torch.where(known, lookup, element)
             states, _, positions = self.encode(flat(ids), flat(batch.get(f"{kind}_token_type_ids")),
                                                flat(batch.get(f"{kind}_attention_mask")), repeated,
@@ -74,9 +75,8 @@ class VCRFeatures:
                 roi_targets.append(targets[:, None].expand(-1, k, -1, -1)[chosen[:, None].expand(-1, k, -1)])
         if roi is not None:
             logits = torch.cat(roi_logits)
-            weight = float(self.config.vcr.roi_classification_weight)
-            if logits.shape[0]:
-                features["loss/roi_classification"] = weight * soft_cross_entropy(logits, torch.cat(roi_targets))
+            if logits.shape[0]:  # weighted by dataset_config.vcr.loss_weights.roi_classification
+                features["loss/roi_classification"] = soft_cross_entropy(logits, torch.cat(roi_targets))
             else:  # nothing masked in this batch: keep the head in the graph
                 features["loss/roi_classification"] = self.mrc(states[:1, 0]).sum() * 0.0
         return features

@@ -1,9 +1,9 @@
 """Plugin tests use a private VLFW_CACHE (never ~/.cache/vlfw); the Shapes tiny world is built once."""
 
 import pytest
+from vlmo_helpers import make_model
 
 from vlfw.testing import shapes_root, use_private_cache
-from vlmo_helpers import make_model
 
 use_private_cache("vlfw-vlmo-test-cache-")
 

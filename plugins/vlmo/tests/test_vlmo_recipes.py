@@ -123,14 +123,14 @@ def test_real_data_recipes_on_native_fixtures(tmp_path, native_roots, monkeypatc
     for key, value in native_roots.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("VLMO_SAVE", str(tmp_path))
-    image_size = [f"dataset_config.{d}.processors.image.size=32" for d in ("vqa2", "nlvr2", "coco_retrieval",
+    image_size = [f"dataset_config.{d}.processors.image.params.size=32" for d in ("vqa2", "nlvr2", "coco_retrieval",
                                                                          "flickr30k_retrieval", "cc3m")]
 
     def stage(n, previous):
         recipe = PRETRAINING[3 + n - 1]
         # the recipes chain through update_200000.pt; these runs stop at update 2
         pretrained = [f"checkpoint.pretrained={previous[0]}/checkpoints/update_2.pt"] if previous else []
-        config, _ = run_recipe(recipe, *REAL, "dataset_config.cc3m.processors.image.size=32", *pretrained)
+        config, _ = run_recipe(recipe, *REAL, "dataset_config.cc3m.processors.image.params.size=32", *pretrained)
         assert str(config.checkpoint.pretrained or "").endswith("update_2.pt") == bool(previous)
         return config.save_dir
 
@@ -140,7 +140,7 @@ def test_real_data_recipes_on_native_fixtures(tmp_path, native_roots, monkeypatc
         datasets = load_config([f"config={CONFIGS / recipe}"]).datasets
         sizes = [s for s in image_size if s.split(".")[1] in datasets]
         if "vqa2" in datasets:  # 3 training questions: keep every answer in the vocabulary
-            sizes.append("dataset_config.vqa2.processors.answer.min_count=1")
+            sizes.append("dataset_config.vqa2.processors.answer.params.min_count=1")
         config, metrics = run_recipe(recipe, *REAL, *sizes, "run_type=train_val",
                                      "model_config.vlmo.retrieval.rerank_k=2")
         assert config.checkpoint.pretrained == os.environ["VLMO_PRETRAINED"]

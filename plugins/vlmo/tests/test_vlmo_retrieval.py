@@ -1,21 +1,24 @@
 """Retrieval: recall from the model's dual-encoder outputs vs a brute-force ranking; vlmo_itc; ITM re-ranking
-(`itm_rerank`, VLMo as vlfw's PairScoringModel, and vlfw's retrieval_recall driven by
+(`itm_rerank`, VLMo as vlfw's PairScoringModel, and the evaluator's re-rank step driven by
 model_config.vlmo.retrieval.rerank_k). The re-rank arithmetic itself is tested in tests/metrics/test_rerank.py."""
 
+import contextlib
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-
 from vlmo_helpers import make_batch, make_model
+
+from vlfw.data.batch import Sample, collate
 from vlfw.errors import ConfigError
-from vlfw.metrics.rerank import PairScoringModel, pair_scorer, rerank_k_of, reranked_ranks
+from vlfw.metrics.rerank import reranked_ranks
 from vlfw.metrics.retrieval import RetrievalRecall, recall_from_ranks, retrieval_recall_at_k
 from vlfw.registry import METRICS
+from vlfw.runner.rerank import PairScoringModel, rerank_k_of, rerank_retrieval
 from vlfw_vlmo.losses import VLMoContrastiveLoss
 from vlfw_vlmo.metrics import VLMoRetrievalRecall
-from vlfw_vlmo.rerank import itm_rerank
+from vlfw_vlmo.rerank import itm_rerank, itm_scorer
 
 
 def brute_force(images, texts, owners, k):
@@ -135,7 +138,7 @@ def encode_retrieval_batch(model):
 def test_rerank_covering_all_candidates_is_brute_force_itm_ranking(model):
     batch, ids, mask, owners, out, texts = encode_retrieval_batch(model)
     expected = ranks_by_score(all_pair_itm(model, batch), owners)
-    scorer = pair_scorer(model, batch.image, ids, mask, batch_size=5)
+    scorer = itm_scorer(model, batch.image, ids, mask, batch_size=5)
     got = reranked_ranks(out["image_embeddings"], texts, owners, scorer, k=len(texts))
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     # and the ITM order differs from the dual encoder's here, so the test can tell them apart
@@ -150,16 +153,29 @@ def test_vlmo_is_a_pair_scoring_model_with_the_itm_margin(model):
     assert model.retrieval_rerank_batch_size() == 64
     with torch.no_grad():
         logits = model.itm_logits(batch.image, batch.input_ids, batch.attention_mask)
-        scores = model.score_pairs(batch.image, batch.input_ids, batch.attention_mask)
+        scores = model.score_pairs(batch)
     assert torch.equal(scores, logits[:, 1] - logits[:, 0])
 
 
+class BatchDataset(torch.utils.data.Dataset):
+    """The samples of an evaluation batch, as the re-rank step loads them back by index."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __len__(self):
+        return len(self.batch.image)
+
+    def __getitem__(self, index):
+        return Sample({k: v[index] for k, v in self.batch.items() if k != "dataset_name"})
+
+
 def evaluate_retrieval(metric, model, batch):
-    """What the evaluator does: bind the model, update with its outputs, compute."""
-    metric.bind_model(model)
+    """What the evaluator does: update with the model's outputs, the re-rank step, compute."""
     with torch.no_grad():
         out = model(batch)
         metric.update(batch, out)
+        rerank_retrieval(model, BatchDataset(batch), collate, metric, torch.device("cpu"), contextlib.nullcontext)
         return out, metric.compute()
 
 

@@ -1,7 +1,6 @@
 """Which expert sees which token, recorded with forward hooks on the experts."""
 
 import torch
-
 from vlmo_helpers import make_batch
 
 

@@ -3,13 +3,14 @@
 import torch
 
 from vlfw.data.batch import Batch
+from vlfw.testing import task_info
 from vlfw_vlmo.model import VLMo
 
 TASKS = {
-    "cc3m": {"task": "pretraining", "mask_id": 103},
-    "vqa2": {"task": "vqa", "num_answers": 7},
-    "nlvr2": {"task": "nlvr2", "num_labels": 2},
-    "coco_retrieval": {"task": "retrieval"},
+    "cc3m": task_info("pretraining", "cc3m", visual="images"),
+    "vqa2": task_info("vqa", "vqa2", visual="images", num_answers=7),
+    "nlvr2": task_info("nlvr2", "nlvr2", visual="images", num_labels=2, num_images=2),
+    "coco_retrieval": task_info("retrieval", "coco_retrieval", visual="images"),
 }
 
 

@@ -1,4 +1,5 @@
-"""VLMo: a Mixture-of-Modality-Experts Transformer for vlfw (model `vlmo`, loss `vlmo_itc`, metric alias `vlmo_retrieval_recall`)."""
+"""VLMo: a Mixture-of-Modality-Experts Transformer for vlfw (model `vlmo`, loss `vlmo_itc`,
+metric alias `vlmo_retrieval_recall`)."""
 
 from vlfw_vlmo.heads import VLMoEmbeddingHead  # noqa: F401  (registers the head)
 from vlfw_vlmo.losses import VLMoContrastiveLoss  # noqa: F401  (registers the loss)

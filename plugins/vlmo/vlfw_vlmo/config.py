@@ -26,6 +26,9 @@ DEFAULT_INIT_STD = 0.02
 
 STAGES = ("vision", "language", "vision_language", "finetune")
 
+# allowed values, checked when the config is loaded
+CONFIG_CHOICES = {"size": tuple(SIZES), "stage": STAGES, "init": (None, "bert")}
+
 DEFAULT_CONFIG: dict[str, Any] = {
     "size": "base",
     # null: take the value from `size`
@@ -37,7 +40,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "image_size": None,      # pretraining image size (position table); other sizes interpolate it
     "patch_size": None,
     "shared_ffn": False,     # ablation: one FFN shared by all modalities instead of the experts
-    "vocab_size": 30522,
+    "vocab_size": None,      # null: the datasets' tokenizer (TaskInfo.text)
     "max_text_length": 40,
     "dropout": 0.0,
     "drop_path_rate": 0.1,
@@ -51,10 +54,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "bert_path": None,       # folder with config.json + model.safetensors; null = the bundled MiniLM
     "itc_embedding_size": None,  # null = hidden_size
     "logit_scale_init": 2.6592600369327779,  # log(1 / 0.07)
-    "loss_weights": {"itc": 1.0, "itm": 1.0, "mlm": 0.25, "mim": 1.0},
     "mim_mask_ratio": 0.4,
     # retrieval evaluation: re-rank each query's dual-encoder top `rerank_k` by the ITM head
-    # (0 = dual encoder only); applied by the core retrieval_recall metric (Metric.bind_model)
+    # (0 = dual encoder only); applied by the evaluator's re-rank step (vlfw.runner.rerank)
     "retrieval": {"rerank_k": 0, "rerank_batch_size": 64},
     "heads": {},
 }
@@ -74,12 +76,7 @@ def resolve_init_std(config: Any) -> float:
 
 def resolve_sizes(config: Any) -> dict[str, int]:
     """The size preset with any explicitly set (non-null) architecture key applied."""
-    size = str(config.size)
-    if size not in SIZES:
-        from vlfw.errors import ConfigError
-
-        raise ConfigError(f"model_config.vlmo.size must be one of {', '.join(SIZES)}, got {size!r}")
-    resolved = dict(SIZES[size])
+    resolved = dict(SIZES[str(config.size)])
     for key in resolved:
         value = config.get(key)
         if value is not None:

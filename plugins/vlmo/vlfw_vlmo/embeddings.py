@@ -45,9 +45,9 @@ class ImageEmbeddings(nn.Module):
 class TextEmbeddings(nn.Module):
     """LayerNorm(word + position) + text type. [CLS]/[SEP] from the tokenizer are [T_CLS]/[T_SEP]."""
 
-    def __init__(self, vocab_size: int, hidden: int, max_length: int, eps: float) -> None:
+    def __init__(self, vocab_size: int, hidden: int, max_length: int, eps: float, pad_id: int = 0) -> None:
         super().__init__()
-        self.word = nn.Embedding(vocab_size, hidden, padding_idx=0)
+        self.word = nn.Embedding(vocab_size, hidden, padding_idx=pad_id)
         self.position = nn.Embedding(max_length, hidden)
         self.norm = nn.LayerNorm(hidden, eps=eps)
         self.text_type = nn.Parameter(torch.zeros(hidden))

@@ -15,8 +15,13 @@ class VLMoEmbeddingHead(Head):
     The projections live in the model so that pre-training ITC weights carry over to retrieval.
     """
 
+    reads = ("image_pooled", "text_pooled")
+
     def forward(self, features, batch):
-        return {
+        outputs = {
             "image_embeddings": F.normalize(features["image_pooled"], dim=-1),
             "text_embeddings": F.normalize(features["text_pooled"], dim=-1),
         }
+        if "logit_scale" in features:
+            outputs["logit_scale"] = features["logit_scale"]
+        return outputs

@@ -4,29 +4,25 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Mapping
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import nn
 
 from vlfw.data.batch import Batch
 from vlfw.errors import ConfigError
-from vlfw.models.base import BaseModel
-from vlfw.modules.heads import TaskHeads
+from vlfw.losses.contrastive import image_text_contrastive, itm_pairs
+from vlfw.models.base import BaseModel, provides
 from vlfw.registry import MODELS
-
+from vlfw.tasks import TaskInfo, text_settings
 from vlfw_vlmo import objectives
-from vlfw_vlmo.config import DEFAULT_CONFIG, STAGES, resolve_init_std, resolve_sizes
+from vlfw_vlmo.config import CONFIG_CHOICES, DEFAULT_CONFIG, resolve_init_std, resolve_sizes
 from vlfw_vlmo.embeddings import ImageEmbeddings, TextEmbeddings
 from vlfw_vlmo.mome import MoMETransformer
 from vlfw_vlmo.stages import apply_stage
 
 log = logging.getLogger(__name__)
-
-SUPPORTED_TASKS = {"pretraining", "vqa", "classification", "nlvr2", "retrieval"}
-
 
 def _init_weights(module: nn.Module, std: float = 0.02) -> None:
     if isinstance(module, nn.Linear):
@@ -43,18 +39,18 @@ class VLMo(BaseModel):
     """MoME Transformer with ITC / ITM / MLM (and MIM for the vision stage) and task heads."""
 
     DEFAULT_CONFIG = DEFAULT_CONFIG
+    CONFIG_CHOICES = CONFIG_CHOICES
+    TASK_HEADS = {"retrieval": "vlmo_embedding"}
 
-    def __init__(self, config, task_infos: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(self, config, task_infos: Mapping[str, TaskInfo]) -> None:
         super().__init__(config, task_infos)
-        # the config loader already merged the defaults; direct construction (tests, tools) may not
-        self.config = c = OmegaConf.merge(OmegaConf.create(DEFAULT_CONFIG), self.config)
-        if str(c.stage) not in STAGES:
-            raise ConfigError(f"model_config.vlmo.stage must be one of {', '.join(STAGES)}, got {c.stage!r}")
+        c = self.config
         self.sizes = sizes = resolve_sizes(c)
         hidden, eps = sizes["hidden_size"], float(c.layer_norm_eps)
         self.hidden_size = hidden
         self.patch_size = sizes["patch_size"]
-        self.text_embeddings = TextEmbeddings(int(c.vocab_size), hidden, int(c.max_text_length), eps)
+        vocab_size, self.pad_id = text_settings(self.task_infos, c.vocab_size)
+        self.text_embeddings = TextEmbeddings(vocab_size, hidden, int(c.max_text_length), eps, pad_id=self.pad_id)
         self.image_embeddings = ImageEmbeddings(hidden, sizes["image_size"], sizes["patch_size"])
         self.transformer = MoMETransformer(
             sizes["num_layers"], hidden, sizes["num_heads"], sizes["ffn_size"], sizes["vl_ffn_layers"],
@@ -68,11 +64,7 @@ class VLMo(BaseModel):
         self.itm_head = nn.Linear(hidden, 2)
         self.mlm_head = objectives.MaskedLanguageModelHead(hidden, self.text_embeddings.word, eps)
         self.mim_head = nn.Linear(hidden, 3 * self.patch_size ** 2)
-        head_configs = dict(c.heads or {})
-        for name, info in task_infos.items():
-            if info.get("task") == "retrieval" and name not in head_configs:
-                head_configs[name] = {"type": "vlmo_embedding"}
-        self.heads = TaskHeads(hidden, task_infos, head_configs, SUPPORTED_TASKS, "vlmo")
+        self.heads = self.build_heads(hidden, dict(c.heads or {}))
         self.init_std = resolve_init_std(c)
         self.apply(functools.partial(_init_weights, std=self.init_std))
         self.bert_init_report: dict[str, list[str]] | None = None
@@ -80,9 +72,7 @@ class VLMo(BaseModel):
             from vlfw_vlmo.pretrained import load_bert
 
             self.bert_init_report = load_bert(self, c.bert_path)
-        elif c.init is not None:
-            raise ConfigError(f"model_config.vlmo.init must be null or 'bert', got {c.init!r}")
-        tasks = {info.get("task") for info in task_infos.values()}  # none given: keep both passes
+        tasks = {info.task for info in self.task_infos.values()}  # none given: keep both passes
         self.trainable_groups = apply_stage(self, str(c.stage), fused=not tasks or bool(tasks - {"retrieval"}),
                                             dual=not tasks or bool(tasks & {"retrieval", "pretraining"}))
         self.rerank_k = int(c.retrieval.rerank_k)
@@ -95,9 +85,8 @@ class VLMo(BaseModel):
                      "(applied by the retrieval_recall metric)", self.rerank_k)
 
     # -- the three ways to run the one set of weights ---------------------------------------
-    @staticmethod
-    def _text_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        mask = input_ids != 0
+    def _text_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        mask = input_ids != self.pad_id
         if attention_mask is not None:
             mask = mask & attention_mask.bool()
         mask = mask.clone()
@@ -176,36 +165,45 @@ class VLMo(BaseModel):
     def retrieval_rerank_batch_size(self) -> int:
         return self.rerank_batch_size
 
-    def score_pairs(self, images: torch.Tensor, input_ids: torch.Tensor,
-                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """ITM match score of each (images[i], input_ids[i]): 'match' minus 'no match' logit, (n,)."""
-        logits = self.itm_logits(images, input_ids, attention_mask).float()
+    def score_pairs(self, batch: Batch) -> torch.Tensor:
+        """ITM match score of each (image, caption) pair of the batch: 'match' minus 'no match' logit, (n,)."""
+        logits = self.itm_logits(batch.image, batch.input_ids, batch.get("attention_mask")).float()
         return logits[:, 1] - logits[:, 0]
 
     # -- tasks -------------------------------------------------------------------------------
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        task = self.heads.task(batch)
-        if task == "pretraining":
-            return self.pretraining_losses(batch)
+    @staticmethod
+    def _images(batch: Batch) -> torch.Tensor:
         if "image" not in batch:
             raise ConfigError("vlmo works on images (patches): set the dataset's visual: images")
-        mask = batch.get("attention_mask")
-        if task == "retrieval":
-            outputs = self.heads({"image_pooled": self.image_features(batch.image),
-                                  "text_pooled": self.text_features(batch.input_ids, mask)}, batch)
-            outputs["logit_scale"] = self.logit_scale
-            return outputs
-        if task == "nlvr2":
-            images = batch.image  # (B, 2, 3, H, W): one fused pass per image, batched together
-            b = images.shape[0]
-            ids = batch.input_ids.repeat(2, 1)
-            pair_mask = None if mask is None else mask.repeat(2, 1)
-            both = images.transpose(0, 1).reshape(2 * b, *images.shape[2:])
-            pooled = self.pooled_pair(both, ids, pair_mask)
-            return self.heads({"pooled_pair": torch.cat([pooled[:b], pooled[b:]], dim=-1)}, batch)
-        return self.heads({"pooled": self.pooled_pair(batch.image, batch.input_ids, mask)}, batch)
+        return batch.image
 
+    @provides("retrieval", features=("image_pooled", "text_pooled", "logit_scale"))
+    def retrieval_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The dual encoder: ITC projections of [I_CLS] and [T_CLS], and the learned temperature."""
+        return {"image_pooled": self.image_features(self._images(batch)),
+                "text_pooled": self.text_features(batch.input_ids, batch.get("attention_mask")),
+                "logit_scale": self.logit_scale}
+
+    @provides("nlvr2", features=("pooled_pair",))
+    def pair_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One fused pass per image, batched together; the two pooled vectors concatenated."""
+        images = self._images(batch)  # (B, 2, 3, H, W)
+        mask = batch.get("attention_mask")
+        b = images.shape[0]
+        ids = batch.input_ids.repeat(2, 1)
+        pair_mask = None if mask is None else mask.repeat(2, 1)
+        both = images.transpose(0, 1).reshape(2 * b, *images.shape[2:])
+        pooled = self.pooled_pair(both, ids, pair_mask)
+        return {"pooled_pair": torch.cat([pooled[:b], pooled[b:]], dim=-1)}
+
+    @provides("vqa", "classification", features=("pooled",))
+    def pooled_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return {"pooled": self.pooled_pair(self._images(batch), batch.input_ids, batch.get("attention_mask"))}
+
+    @provides("pretraining")
     def pretraining_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The stage's objectives, unweighted (dataset_config.<d>.loss_weights weights them;
+        the released code weights MLM 0.25: the Shapes and CC3M recipes say so)."""
         stage = str(self.config.stage)
         if stage == "vision":
             return {"loss/mim": self.masked_image_loss(batch.image)}
@@ -214,21 +212,21 @@ class VLMo(BaseModel):
         if stage == "language":
             if labels is None:
                 raise ConfigError("vlmo stage=language needs masked text: set the dataset's "
-                                  "processors.masking.probability > 0")
+                                  "processors.masking.params.probability > 0")
             return {"loss/mlm": self.mlm_head(self.encode_text(batch.input_ids, mask), labels)}
-        weights = self.config.loss_weights
         clean_ids = batch.input_ids if labels is None else torch.where(labels != -100, labels, batch.input_ids)
         images = batch.image
-        contrast = objectives.contrastive_loss(self.image_embedding(images), self.text_embedding(clean_ids, mask),
-                                               self.logit_scale)
-        losses = {"loss/itc": float(weights.itc) * contrast.loss}
+        contrast = image_text_contrastive(self.image_embedding(images), self.text_embedding(clean_ids, mask),
+                                          self.logit_scale)
+        losses = {"loss/itc": contrast.loss}
         text_mask = self._text_mask(clean_ids, mask)
-        pair_images, pair_ids, pair_mask, itm_labels = objectives.itm_pairs(images, clean_ids, text_mask, contrast)
+        pair_images, pair_ids, pair_mask, itm_labels = itm_pairs(images, clean_ids, text_mask, contrast,
+                                                                 pad_id=self.pad_id)
         itm_logits = self.itm_logits(pair_images, pair_ids, pair_mask)
-        losses["loss/itm"] = float(weights.itm) * F.cross_entropy(itm_logits.float(), itm_labels)
+        losses["loss/itm"] = F.cross_entropy(itm_logits.float(), itm_labels)
         if labels is not None:
             text_states, _ = self.encode_pair(images, batch.input_ids, mask)
-            losses["loss/mlm"] = float(weights.mlm) * self.mlm_head(text_states, labels)
+            losses["loss/mlm"] = self.mlm_head(text_states, labels)
         return losses
 
     def masked_image_loss(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,81 +1,11 @@
-"""Pre-training objectives: ITC (cross-rank), ITM with global hard negatives, MLM, masked-image modelling."""
+"""Pre-training objectives of VLMo's own: the MLM head and masked-image modelling. ITC and the ITM
+hard negatives are vlfw's (vlfw.losses.contrastive)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from vlfw_vlmo.distributed import all_gather_padded, gather_with_local_grad
-
-
-@dataclass
-class ContrastiveResult:
-    loss: torch.Tensor
-    image_to_text: torch.Tensor  # (B_local, B_global) scaled logits, fp32
-    text_to_image: torch.Tensor  # (B_local, B_global)
-    offset: int                  # global index of this rank's first sample
-
-
-def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
-                     max_scale: float = 100.0) -> ContrastiveResult:
-    """Symmetric InfoNCE between L2-normalised (B, D) features; negatives from every rank.
-
-    Each rank computes the loss of the whole global batch, so the value equals the single-process
-    loss on the concatenated batch; see distributed.py for the gradient.
-    """
-    image, text = image.float(), text.float()
-    all_image, offset = gather_with_local_grad(image)
-    all_text, _ = gather_with_local_grad(text)
-    scale = logit_scale.float().exp().clamp(max=max_scale)
-    logits = scale * all_image @ all_text.t()  # (N, N) global
-    target = torch.arange(len(logits), device=logits.device)
-    loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
-    rows = slice(offset, offset + len(image))
-    return ContrastiveResult(loss, logits[rows].detach(), logits.t()[rows].detach(), offset)
-
-
-def sample_hard_negatives(similarity: torch.Tensor, offset: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One index per row drawn from softmax(similarity) over the global batch, positives excluded.
-
-    similarity (B_local, N_global); row i's positive is column offset + i. fp32 throughout.
-    """
-    sim = similarity.detach().float()
-    rows = torch.arange(len(sim), device=sim.device)
-    sim = sim.clone()
-    sim[rows, rows + offset] = float("-inf")
-    weights = torch.softmax(sim, dim=1)
-    weights = torch.nan_to_num(weights, nan=0.0)
-    # a one-sample global batch has no negative: fall back to the positive (labelled 0 anyway)
-    empty = weights.sum(dim=1) <= 0
-    if bool(empty.any()):
-        weights[empty] = 1.0
-    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
-
-
-def itm_pairs(images: torch.Tensor, text_ids: torch.Tensor, text_mask: torch.Tensor,
-              contrast: ContrastiveResult, generator: torch.Generator | None = None):
-    """The 3B ITM pairs: B positives, B (image, hard negative text), B (hard negative image, text).
-
-    Negatives come from the global batch (gathered without gradient). Returns
-    (images (3B, ...), text_ids (3B, L), text_mask (3B, L), labels (3B,)).
-    """
-    all_images, _ = all_gather_padded(images)
-    all_ids, _ = all_gather_padded(text_ids, 0)
-    all_mask, _ = all_gather_padded(text_mask.long(), 0)
-    length = all_ids.shape[1]
-    text_ids = F.pad(text_ids, (0, length - text_ids.shape[1]))
-    text_mask = F.pad(text_mask.long(), (0, length - text_mask.shape[1]))
-    negative_text = sample_hard_negatives(contrast.image_to_text, contrast.offset, generator)
-    negative_image = sample_hard_negatives(contrast.text_to_image, contrast.offset, generator)
-    b = len(images)
-    pair_images = torch.cat([images, images, all_images[negative_image].to(images.dtype)])
-    pair_ids = torch.cat([text_ids, all_ids[negative_text], text_ids])
-    pair_mask = torch.cat([text_mask, all_mask[negative_text], text_mask]).bool()
-    labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).long().to(images.device)
-    return pair_images, pair_ids, pair_mask, labels
 
 
 class MaskedLanguageModelHead(nn.Module):

@@ -1,40 +1,47 @@
-"""ITM re-ranking outside the evaluator: `itm_rerank` (the re-ranked top k index lists) and the
-helpers tools use (`itm_scores`, `ITMReranker`).
+"""ITM re-ranking outside the evaluator, for tools: `itm_scores` of (image, caption) index pairs over
+tensors in memory, and `itm_rerank` (the re-ranked top k index lists).
 
 Retrieval evaluation does not need this module: VLMo implements vlfw's `PairScoringModel`
 (`retrieval_rerank_k`, `retrieval_rerank_batch_size`, `score_pairs` = the ITM match score), and
-vlfw's `retrieval_recall` re-ranks with it (vlfw.metrics.rerank holds the algorithm).
+the evaluator's re-rank step (vlfw.runner.rerank) applies it.
 """
 
 from __future__ import annotations
 
 import torch
 
-from vlfw.metrics.rerank import PairScorer, pair_scorer, score_pairs_in_chunks
+from vlfw.data.batch import Batch
+from vlfw.metrics.rerank import PairScorer
+
+
+def _device_of(model) -> torch.device:
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 @torch.no_grad()
 def itm_scores(model, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                image_index: torch.Tensor, text_index: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """ITM match score (logit of 'match' minus 'no match') of each (image_index[i], text_index[i]).
+    """ITM match score (logit of 'match' minus 'no match') of each (images[image_index[i]],
+    input_ids[text_index[i]]), as a CPU float (n,). The pools may live on the CPU; each chunk of
+    `batch_size` pairs moves to the model's device."""
+    device = _device_of(model)
+    scores = []
+    for start in range(0, len(image_index), int(batch_size)):
+        i = image_index[start:start + int(batch_size)]
+        t = text_index[start:start + int(batch_size)]
+        batch = Batch(image=images[i].to(device), input_ids=input_ids[t].to(device))
+        if attention_mask is not None:
+            batch["attention_mask"] = attention_mask[t].to(device)
+        scores.append(model.score_pairs(batch).detach().float().reshape(-1).cpu())
+    return torch.cat(scores) if scores else torch.empty(0)
 
-    Inputs may live on the CPU; each chunk of `batch_size` pairs moves to the model's device."""
-    return score_pairs_in_chunks(model, images, input_ids, attention_mask, image_index, text_index, batch_size)
 
-
-class ITMReranker:
-    """An ITM re-rank's k and pair batch size, and its PairScorer over a pool of images and texts
-    (for tools that call vlfw.metrics.rerank.reranked_ranks themselves)."""
-
-    def __init__(self, model, k: int, batch_size: int = 64) -> None:
-        self.model = model
-        self.k = int(k)
-        self.batch_size = int(batch_size)
-
-    def scorer(self, images: torch.Tensor, input_ids: torch.Tensor,
-               attention_mask: torch.Tensor | None) -> PairScorer:
-        """A PairScorer over these images (I, 3, H, W) and texts (T, L)."""
-        return pair_scorer(self.model, images, input_ids, attention_mask, self.batch_size)
+def itm_scorer(model, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+               batch_size: int = 64) -> PairScorer:
+    """A PairScorer (for vlfw.metrics.rerank.reranked_ranks) over these images (I, 3, H, W) and texts (T, L)."""
+    return lambda image_index, text_index: itm_scores(model, images, input_ids, attention_mask,
+                                                      image_index, text_index, batch_size)
 
 
 @torch.no_grad()

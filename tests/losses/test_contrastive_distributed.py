@@ -1,4 +1,5 @@
-"""ITC and hard-negative sampling across 2 gloo processes vs one process on the global batch."""
+"""The core image-text contrastive loss and ITM hard-negative sampling (vlfw.losses.contrastive):
+across 2 gloo processes vs one process on the global batch, and the registered losses."""
 
 import os
 
@@ -7,8 +8,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from vlfw.data.batch import Batch
+from vlfw.losses.contrastive import image_text_contrastive, itm_pairs, sample_hard_negatives
+from vlfw.registry import LOSSES
 from vlfw.testing import free_port
-from vlfw_vlmo.objectives import contrastive_loss, itm_pairs, sample_hard_negatives
 
 WORLD, LOCAL, DIM = 2, 3, 8
 
@@ -24,7 +27,7 @@ def make_projection():
 
 
 def itc(projection, scale, images, texts):
-    return contrastive_loss(F.normalize(projection(images), dim=-1), F.normalize(projection(texts), dim=-1), scale)
+    return image_text_contrastive(F.normalize(projection(images), dim=-1), F.normalize(projection(texts), dim=-1), scale)
 
 
 def worker(rank: int, port: int, results) -> None:
@@ -44,7 +47,7 @@ def worker(rank: int, port: int, results) -> None:
         eye = torch.eye(WORLD * LOCAL)
         partner = (torch.arange(WORLD * LOCAL) + LOCAL) % (WORLD * LOCAL)
         text_features, image_features = eye, eye[partner]
-        contrast = contrastive_loss(image_features[rows], text_features[rows], torch.tensor(5.0))
+        contrast = image_text_contrastive(image_features[rows], text_features[rows], torch.tensor(5.0))
         local_images = torch.full((LOCAL, 3, 2, 2), float(rank))
         local_ids = torch.arange(LOCAL)[:, None].repeat(1, 4 + rank) + 100 * rank  # unequal lengths
         pair_images, pair_ids, pair_mask, labels = itm_pairs(local_images, local_ids,
@@ -86,3 +89,28 @@ def test_hard_negatives_never_pick_the_positive():
     for _ in range(20):
         picked = sample_hard_negatives(similarity, offset=2)
         assert not bool((picked == torch.arange(4) + 2).any())
+
+
+def test_registered_losses_learned_and_fixed_temperature():
+    g = torch.Generator().manual_seed(3)
+    image = F.normalize(torch.randn(5, 6, generator=g), dim=-1)
+    text = F.normalize(torch.randn(5, 6, generator=g), dim=-1)
+    target = torch.arange(5)
+
+    def symmetric(logits):
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+    fixed = LOSSES.build("contrastive", temperature=0.1)(Batch(), {"image_embeddings": image, "text_embeddings": text})
+    assert torch.equal(fixed, symmetric(image @ text.t() / 0.1))
+    scale = torch.tensor(1.5)
+    outputs = {"image_embeddings": image, "text_embeddings": text, "logit_scale": scale}
+    learned = LOSSES.build("image_text_contrastive")(Batch(), outputs)
+    assert torch.allclose(learned, symmetric(scale.exp() * image @ text.t()))
+    # without the model's logit_scale: the fixed temperature
+    without = LOSSES.build("image_text_contrastive", temperature=0.2)(Batch(), {"image_embeddings": image,
+                                                                                "text_embeddings": text})
+    assert torch.allclose(without, symmetric(image @ text.t() / 0.2))
+    # the learned scale is clamped at max_logit_scale
+    big = dict(outputs, logit_scale=torch.tensor(10.0))
+    clamped = LOSSES.build("image_text_contrastive", max_logit_scale=4.0)(Batch(), big)
+    assert torch.allclose(clamped, symmetric(4.0 * image @ text.t()))

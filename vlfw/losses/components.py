@@ -1,2 +1,0 @@
-"""Imports the modules of this package that register components."""
-import vlfw.losses.standard  # noqa: F401
