@@ -21,9 +21,10 @@ def test_readme_has_exactly_two_setup_commands():
     assert (ROOT / "projects" / "quickstart.yaml").is_file()
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_test_command_and_the_linter():
     ci = (ROOT / ".ci" / "run").read_text()
     assert readme_commands()[1] in ci
+    assert "ruff check ." in ci and "ruff" in (ROOT / "requirements.txt").read_text()
 
 
 def test_requirements_admit_the_local_torch():
