@@ -81,10 +81,12 @@ class ToyBuilderB(ToyBuilder):
 
 @MODELS.register("toy_model")
 class ToyModel(BaseModel):
-    DEFAULT_CONFIG = {"hidden": 16, "dropout": 0.1}
+    # nan_gradient_at: the n-th training forward (1-based) gets a finite loss but a NaN gradient
+    DEFAULT_CONFIG = {"hidden": 16, "dropout": 0.1, "nan_gradient_at": None}
 
     def __init__(self, config, task_infos):
         super().__init__(config, task_infos)
+        self.forwards = 0
         dim = next(iter(task_infos.values())).extra["dim"]
         self.encoder = nn.Sequential(nn.Linear(dim, int(self.config.hidden)), nn.LayerNorm(int(self.config.hidden)),
                                      nn.ReLU(), nn.Dropout(float(self.config.dropout)))
@@ -93,7 +95,12 @@ class ToyModel(BaseModel):
 
     @provides("classification")
     def logits(self, batch):
-        return {"logits": self.toy_heads[batch.dataset_name](self.encoder(batch.features))}
+        logits = self.toy_heads[batch.dataset_name](self.encoder(batch.features))
+        if self.training:
+            self.forwards += 1
+            if self.forwards == self.config.nan_gradient_at:
+                logits.register_hook(lambda grad: grad * float("nan"))
+        return {"logits": logits}
 
 
 @LOSSES.register("toy_cross_entropy")
@@ -146,6 +153,26 @@ class ToySleep(Hook):
 
     def after_update(self, trainer, result):
         time.sleep(float(self.params.get("seconds", 0.1)))
+
+
+@CALLBACKS.register("toy_counter")
+class ToyCounter(Hook):
+    """Counts the updates it saw (stateful: its count is saved in checkpoints) and records it."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+        self.seen = []
+
+    def after_update(self, trainer, result):
+        self.count += 1
+        self.seen.append((trainer.update, self.count))
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.count = int(state["count"])
 
 
 def make_config(save_dir, **overrides):

@@ -114,7 +114,7 @@ NUMBERS: dict[str, Number] = {
     "training.checkpoint_every": non_negative_int(),  # 0: only at the end of training
     "training.num_workers": non_negative_int(),
     "training.early_stopping.patience": positive_int(nullable=True),
-    "training.max_consecutive_skips": positive_int(),
+    "training.max_consecutive_skips": non_negative_int(),
     "training.max_skipped_fraction": fraction(),
     "training.ema.decay": Number(minimum=0, minimum_excluded=True, maximum=1, maximum_excluded=True, nullable=True),
     "evaluation.batch_size": positive_int(nullable=True),

@@ -6,7 +6,8 @@ hooks. A hook may keep state: `state_dict()` / `load_state_dict()` are saved in 
 (under its `name`) and restored on resume, so a user hook resumes like the built-in ones.
 
 User hooks are registered in CALLBACKS and listed in `training.callbacks` (names, or
-`{type, params}` mappings); they run after the built-in hooks, in list order, on every rank.
+`{type, params}` mappings); they run after the built-in hooks and before the checkpoint and export
+hooks, in list order, on every rank.
 """
 
 from __future__ import annotations
@@ -348,8 +349,10 @@ class EMAHook(Hook):
         self.updates = int(state["updates"])
 
 
-def builtin_hooks(config: Any, parts: set[str]) -> list[Hook]:
-    """The built-in hooks of a training run, in the order they run."""
+def training_hooks(config: Any, parts: set[str], user_hooks: list[Hook]) -> list[Hook]:
+    """The hooks of a training run in the order they run: the built-in ones, the user's, and last
+    the checkpoint and the export, so that a checkpoint holds every hook's state after the update
+    it is written at (a resume from it then runs no hook of that update twice, nor misses one)."""
     training = config.training
     hooks: list[Hook] = []
     ema = training.get("ema") or {}
@@ -363,6 +366,7 @@ def builtin_hooks(config: Any, parts: set[str]) -> list[Hook]:
         patience = training.early_stopping.patience
         if patience:
             hooks.append(EarlyStoppingHook(int(patience), mode))
+    hooks += user_hooks
     hooks.append(CheckpointHook(int(training.checkpoint_every or 0)))
     if config.checkpoint.export_safetensors:
         hooks.append(ExportHook())

@@ -20,7 +20,7 @@ from vlfw.errors import CheckpointError, ConfigError
 from vlfw.plugins import plugin_versions
 from vlfw.runner import checkpoint as ckpt
 from vlfw.runner.build import Run
-from vlfw.runner.hooks import BestCheckpointHook, Hook, build_user_hooks, builtin_hooks
+from vlfw.runner.hooks import BestCheckpointHook, Hook, build_user_hooks, training_hooks
 from vlfw.runner.logging import RunLogger
 from vlfw.runner.report import results_table
 from vlfw.runner.step import UpdateResult
@@ -49,8 +49,8 @@ class Trainer:
         self.latest_metrics: dict[str, dict[str, float]] = {}
         self.logger: RunLogger | None = None
         if hooks is None:
-            hooks = builtin_hooks(self.config, self.parts) if "train" in self.parts else []
-            hooks += build_user_hooks(self.config.training.get("callbacks"))
+            user = build_user_hooks(self.config.training.get("callbacks"))
+            hooks = training_hooks(self.config, self.parts, user) if "train" in self.parts else user
         names = [h.name for h in hooks]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
