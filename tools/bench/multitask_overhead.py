@@ -7,7 +7,7 @@ The multi-task run trains `--updates` updates, each on the dataset its iteration
 Then every dataset is trained alone (a one-dataset run of the same recipe) for exactly the
 number of updates it got in the multi-task run; each dataset's stream yields the same batches
 in both cases (the samplers depend on the seed and the dataset only). Both go through the real
-runner's update (`Trainer._train_update`: data, forward, losses, backward, optimizer step); set-up,
+runner's update (`Trainer.run_update`: data, forward, losses, backward, optimizer step); set-up,
 evaluation and checkpoints are outside the timed loop. The rounds alternate multi- and single-task
 in one process; the overhead is (multi-task time / sum of single-task times) - 1, per round,
 reported as the median and the range over the rounds after the first `--discard` (default 1: the
@@ -27,8 +27,7 @@ from collections import Counter
 import torch
 
 from vlfw.config import load_config
-from vlfw.datasets import prepare_sources
-from vlfw.runner.build import build_builders, build_model
+from vlfw.runner.build import build_run
 from vlfw.runner.distributed import setup_distributed
 from vlfw.runner.launch import seed_everything
 from vlfw.runner.trainer import Trainer
@@ -43,12 +42,9 @@ def make_trainer(args: list[str], save_dir: str) -> Trainer:
                           "training.progress_bar=false", "logging.tensorboard=false", "logging.jsonl=false",
                           "training.num_workers=0"])
     context = setup_distributed(config)
-    prepare_sources(config)  # the Shapes worlds, before any builder is built
-    builders = build_builders(config)
     seed_everything(int(config.seed))
-    model = build_model(config, {name: b.task_info() for name, b in builders.items()})
-    trainer = Trainer(config, context, builders, model)
-    trainer._setup_training()
+    trainer = Trainer(build_run(config, context))
+    trainer.setup_training()
     trainer.train_model.train()
     return trainer
 
@@ -58,7 +54,7 @@ def warm_up(trainer: Trainer) -> list[str]:
     then each single-task trainer can be warmed on its own batches before its timed loop too."""
     names: list[str] = []
     while len(names) < WARMUP_CAP and (len(names) < WARMUP or any(
-            names.count(n) < WARMUP_PER_DATASET for n in trainer.builders)):
+            names.count(n) < WARMUP_PER_DATASET for n in trainer.run_spec.builders)):
         names += train_updates(trainer, 1)[1]
     return names
 
@@ -68,8 +64,8 @@ def train_updates(trainer: Trainer, count: int) -> tuple[float, list[str]]:
     names: list[str] = []
     start = time.perf_counter()
     for _ in range(count):
-        names += trainer.iterator.datasets_for_update(trainer.update)
-        trainer._train_update()
+        names += trainer.run_spec.iterator.datasets_for_update(trainer.update)
+        trainer.run_update()
         trainer.update += 1
     return time.perf_counter() - start, names
 
@@ -81,11 +77,11 @@ def switching(base: list[str], save_dir: str, updates: int, rounds: int) -> None
     trainer = make_trainer(base, f"{save_dir}/switching")
     warm_up(trainer)
     drawn = [n for u in range(trainer.update, trainer.update + updates)
-             for n in trainer.iterator.datasets_for_update(u)]
+             for n in trainer.run_spec.iterator.datasets_for_update(u)]
 
     def timed(schedule: list[str]) -> float:
         start = trainer.update
-        trainer.iterator.datasets_for_update = lambda update: [schedule[update - start]]
+        trainer.run_spec.iterator.datasets_for_update = lambda update: [schedule[update - start]]
         return train_updates(trainer, len(schedule))[0]
 
     print("| round | drawn order (s) | grouped by dataset (s) | drawn / grouped |\n|---|---|---|---|")
@@ -119,7 +115,7 @@ def main() -> None:
         multi_time, names = train_updates(multi, args.updates)
         counts = Counter(names)
         single_time = 0.0
-        for name in multi.builders:
+        for name in multi.run_spec.builders:
             if counts[name] == 0:
                 continue
             # the single-task run consumes this dataset's stream exactly as the multi-task run did:

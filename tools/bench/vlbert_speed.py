@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from vlfw.data.batch import Batch
 from vlfw.modules.heads import mlp_classifier
 from vlfw.registry import MODELS
+from vlfw.testing import task_info
 
 NUM_CLASSES = 3
 
@@ -51,7 +52,8 @@ def vlbert(args, device: str):
         "size": "base", "hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
         "intermediate_size": 4 * args.hidden, "bert_init": "none", "region_feature_size": args.feature,
         "end_to_end": False})
-    model = cls(config, {"snli_ve": {"task": "classification", "num_labels": NUM_CLASSES, "visual": "regions"}}).to(device)
+    info = task_info("classification", "snli_ve", num_labels=NUM_CLASSES, visual="regions")
+    model = cls(config, {"snli_ve": info}).to(device)
     ids, boxes, features, labels = make_inputs(args.batch, args.text, args.regions, args.feature, 30522, device)
     batch = Batch(input_ids=ids, attention_mask=torch.ones_like(ids, dtype=torch.bool), region_features=features,
                   region_boxes=boxes, region_mask=torch.ones(ids.shape[0], args.regions, dtype=torch.bool, device=device),

@@ -12,6 +12,7 @@ import time
 import torch
 
 from vlfw.metrics.rerank import reranked_ranks
+from vlfw.testing import task_info
 from vlfw_vlmo.model import VLMo
 from vlfw_vlmo.rerank import itm_scorer, itm_scores
 
@@ -60,7 +61,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = VLMo({"size": args.size, "image_size": args.image_size, "drop_path_rate": 0.0},
-                 {"coco_retrieval": {"task": "retrieval"}}).eval()
+                 {"coco_retrieval": task_info("retrieval", "coco_retrieval", visual="images")}).eval()
     print(f"model={args.size} image={args.image_size}px text={args.text_length} tokens threads={args.threads} (CPU fp32)")
     print(f"{'N images':>9} {'5N texts':>9} {'dual encoder s':>15} {f'dual+re-rank top {args.rerank_k} s':>22} "
           f"{'ITM all pairs s':>16} {'all pairs / dual':>17}")

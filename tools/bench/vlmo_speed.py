@@ -31,12 +31,13 @@ PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, 
 
 
 def build_vlmo(args):
+    from vlfw.testing import task_info
     from vlfw_vlmo.model import VLMo
 
     config = {"size": "tiny", "num_layers": args.layers, "hidden_size": args.hidden, "num_heads": args.heads,
               "ffn_size": 4 * args.hidden, "vl_ffn_layers": args.vl_ffn_layers, "image_size": args.image_size,
               "patch_size": args.patch, "max_text_length": args.text_length, "drop_path_rate": 0.0}
-    model = VLMo(config, {"vqa2": {"task": "vqa", "num_answers": 2}}).train()
+    model = VLMo(config, {"vqa2": task_info("vqa", "vqa2", num_answers=2, visual="images")}).train()
     return model, lambda batch: model.itm_logits(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
 
 
