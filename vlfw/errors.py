@@ -27,7 +27,18 @@ class DataError(VlfwError):
 
 
 class CheckpointError(VlfwError):
-    """A missing, corrupt or incompatible checkpoint."""
+    """A missing, corrupt or incompatible checkpoint, or one that cannot be written."""
+
+
+class OutputError(VlfwError):
+    """A file of the run (config.yaml, metrics, logs, weights) cannot be written: full disk, permissions."""
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM after writing a checkpoint (vlfw.runner.preemption). Not an
+    error: the job is meant to be requeued and resumed; the command line exits with `exit_code`."""
+
+    exit_code = 143  # 128 + SIGTERM, what a process killed by SIGTERM reports to the shell
 
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:

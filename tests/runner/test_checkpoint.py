@@ -113,3 +113,85 @@ def test_rng_state_round_trip():
     first = (random.random(), np.random.rand(), torch.rand(1))
     ckpt.set_rng_state(state)
     assert first == (random.random(), np.random.rand(), torch.rand(1))
+
+
+# -- a checkpoint that cannot be written ---------------------------------------------------------------
+def _checkpoint_files(save_dir):
+    folder = ckpt.Path(save_dir) / "checkpoints"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _run_three_then_fail(tmp_path, capsys, monkeypatch, break_writes, **overrides):
+    """3 updates written normally; a resume to 6 whose write of update 6 fails through the command
+    line: (exit code, stderr, files before, files after)."""
+    import runner_toys
+
+    from vlfw.cli.run import main
+
+    args = ["run_type=train", "training.checkpoint_every=3", *(f"{k}={v}" for k, v in overrides.items())]
+    assert main(runner_toys.command_line(tmp_path, *args, "training.max_updates=3")) == 0
+    before = _checkpoint_files(tmp_path)
+    capsys.readouterr()
+    break_writes()
+    code = main(runner_toys.command_line(tmp_path, *args, "training.max_updates=6", "checkpoint.resume=true"))
+    monkeypatch.undo()
+    return code, capsys.readouterr().err, before, _checkpoint_files(tmp_path)
+
+
+def _error_lines(err):
+    return [line for line in err.splitlines() if line.startswith("vlfw_run: error:")]
+
+
+@pytest.mark.parametrize("where", ["torch.save", "os.replace"])
+def test_a_failing_checkpoint_write_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch, where):
+    import errno
+
+    real_save, real_replace = torch.save, ckpt.os.replace
+
+    def full_disk_save(obj, handle, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("counters", {}).get("update") == 6:
+            handle.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, handle, *args, **kwargs)
+
+    def read_only_replace(source, target, *args, **kwargs):
+        if str(target).endswith("update_6.pt"):
+            raise OSError(errno.EROFS, "Read-only file system", str(target))
+        return real_replace(source, target, *args, **kwargs)
+
+    def break_writes():
+        if where == "torch.save":
+            monkeypatch.setattr(torch, "save", full_disk_save)
+        else:
+            monkeypatch.setattr(ckpt.os, "replace", read_only_replace)
+
+    code, err, before, after = _run_three_then_fail(tmp_path, capsys, monkeypatch, break_writes)
+    assert code == 2 and "Traceback" not in err
+    cause = "No space left on device (ENOSPC)" if where == "torch.save" else "Read-only file system (EROFS)"
+    assert _error_lines(err) == [
+        f"vlfw_run: error: cannot write {tmp_path / 'checkpoints' / 'update_6.pt'}: {cause}: the checkpoint of "
+        "update 6 is not saved; the 'last' pointer still names update_3.pt, which is unchanged. Free space or fix "
+        f"the permissions of {tmp_path / 'checkpoints'}, then resume with checkpoint.resume=auto"]
+    assert after == before  # update_3.pt and the pointer as they were; no temporary left behind
+
+
+def test_a_read_only_checkpoints_folder_is_one_line_and_changes_nothing(tmp_path, capsys, monkeypatch):
+    import os
+    import stat
+
+    folder = tmp_path / "checkpoints"
+
+    def make_read_only():
+        folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+
+    try:
+        code, err, before, after = _run_three_then_fail(tmp_path, capsys, monkeypatch, make_read_only)
+        writable = os.access(folder, os.W_OK)
+    finally:
+        folder.chmod(stat.S_IRWXU)
+    if writable:
+        pytest.skip("running as root: a read-only mode does not stop writes")
+    assert code == 2 and "Traceback" not in err
+    [line] = _error_lines(err)
+    assert f"cannot write {folder / 'update_6.pt'}: Permission denied (EACCES)" in line
+    assert after == before

@@ -47,3 +47,15 @@ def test_fsdp_two_ranks_equal_one(tmp_path):
     for key in one["model"]:
         torch.testing.assert_close(one["model"][key], fsdp["model"][key], rtol=1e-5, atol=1e-6)
     assert (tmp_path / "one" / "metrics.json").read_bytes() == (tmp_path / "fsdp" / "metrics.json").read_bytes()
+
+
+def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_one_line(tmp_path):
+    """Rank 0 writes; when its write fails, rank 1 must not wait for it in a barrier: both stop."""
+    result = run_script(tmp_path / "run", "run_type=train", "training.max_updates=6", "training.checkpoint_every=3",
+                        "training.callbacks=[{type: toy_full_disk, params: {at: 5}}]", nproc=2, expect=None)
+    assert result.stderr.count("exitcode  : 2 ") == 2, result.stderr[-4000:]  # torchrun's report: both ranks
+    # counted in the whole text: the two ranks share stderr, so one's line may start inside the other's
+    assert result.stderr.count("runner_toys: error: ") == 2, result.stderr[-4000:]
+    assert result.stderr.count("update_6.pt: No space left on device (ENOSPC): the checkpoint of update 6 is not saved") == 1
+    assert result.stderr.count("runner_toys: error: rank 0 could not write the checkpoint of update 6 ") == 1
+    assert (tmp_path / "run" / "checkpoints" / "last").read_text().strip() == "update_3.pt"

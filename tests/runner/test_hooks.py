@@ -155,3 +155,48 @@ def test_a_checkpoint_of_another_run_is_one_line_before_anything_is_written(toy_
     with pytest.raises(CheckpointError, match=r"checkpoint of model 'toy_model' on datasets \['toy_dataset'\]"):
         run(other)
     assert not (tmp_path / "other" / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("run_type", ["train", "val", "test"])
+def test_resume_in_the_save_dir_of_another_run_is_one_line_and_writes_nothing(toy_config, run_type):
+    run(toy_config(**{"run_type": "train", "training.max_updates": 3}))
+    save_dir = Path(toy_config().save_dir)
+    before = {p.relative_to(save_dir): p.read_bytes() for p in sorted(save_dir.rglob("*")) if p.is_file()}
+    other = toy_config(**{"run_type": run_type, "datasets": "[toy_dataset_b]", "checkpoint.resume": True})
+    with pytest.raises(CheckpointError, match=r"it is a checkpoint of model 'toy_model' on datasets \['toy_dataset'\], "
+                                              r"this run is model 'toy_model' on \['toy_dataset_b'\]$") as info:
+        run(other)
+    assert "\n" not in str(info.value)
+    after = {p.relative_to(save_dir): p.read_bytes() for p in sorted(save_dir.rglob("*")) if p.is_file()}
+    assert after == before  # config.yaml of the first run included
+
+
+def test_evaluating_a_checkpoint_that_does_not_fit_the_model_is_one_line(toy_config, tmp_path):
+    import runner_toys
+
+    first = runner_toys.make_config(tmp_path / "first", **{"run_type": "train", "training.max_updates": 3})
+    run(first)
+    path = tmp_path / "first" / "checkpoints" / "update_3.pt"
+    other = runner_toys.make_config(tmp_path / "other", **{"run_type": "val", "datasets": "[toy_dataset_b]",
+                                                           "checkpoint.resume_file": str(path)})
+    with pytest.raises(CheckpointError) as info:
+        run(other)
+    assert str(info.value).startswith(
+        f"the weights of {path} do not fit this run's model (it is a checkpoint of model 'toy_model' on datasets "
+        "['toy_dataset']): missing: toy_heads.toy_dataset_b.weight, toy_heads.toy_dataset_b.bias; unexpected: "
+        "toy_heads.toy_dataset.weight, toy_heads.toy_dataset.bias;")
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_run_resumed_after_it_stopped_early_trains_no_further(toy_config):
+    options = {"run_type": "train_val", "training.max_updates": 20, "training.eval_every": 2,
+               "training.checkpoint_every": 100, "training.early_stopping.patience": 2,
+               "dataset_config.toy_dataset.metrics": [{"type": "toy_scripted", "params": {"values": [0.1, 0.5, 0.3]}}]}
+    config = toy_config(**options)
+    run(config)
+    folder = Path(config.save_dir) / "checkpoints"
+    assert (folder / "last").read_text().strip() == "update_8.pt"
+    run(toy_config(**options, **{"checkpoint.resume": True}))  # e.g. a requeued job
+    assert (folder / "last").read_text().strip() == "update_8.pt"
+    assert sorted(p.name for p in folder.glob("update_*.pt")) == ["update_8.pt"]
+    assert max(line["update"] for line in log_lines(config.save_dir)) == 8

@@ -7,7 +7,7 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from vlfw.errors import VlfwError
+from vlfw.errors import Preempted, VlfwError
 
 
 def wants_debug(argv: Sequence[str]) -> bool:
@@ -20,7 +20,8 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def guarded_main(program: str, body: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run `body(args)`; a VlfwError becomes one line on stderr and exit code 2."""
+    """Run `body(args)`; a VlfwError becomes one line on stderr and exit code 2, a preemption
+    (SIGTERM during training, after its checkpoint is written) one line and exit code 143."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = wants_debug(argv)
     args = [a for a in argv if a != "--debug"]
@@ -34,6 +35,9 @@ def guarded_main(program: str, body: Callable[[list[str]], int | None], argv: Se
         if not debug:
             print(f"{program}: (run with --debug for the full traceback)", file=sys.stderr)
         return 2
+    except Preempted as exc:  # SIGTERM: a checkpoint was written, the job can be requeued
+        print(f"{program}: {str(exc).replace(chr(10), ' ')}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
         return 130

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vlfw.data.samplers import ResumableDistributedSampler
+from vlfw.data.workers import loader_worker_init, one_line_worker_errors
 from vlfw.errors import ConfigError
 from vlfw.registry import ITERATION_STRATEGIES
 
@@ -132,7 +133,7 @@ class DatasetStream:
         generator.manual_seed((self.seed * 1_000_003 + self.sampler.epoch) * 4099 + self.rank)
         loader = DataLoader(self.dataset, batch_size=self.micro_batch_size, sampler=self.sampler,
                             drop_last=True, collate_fn=self.collate_fn, num_workers=self.num_workers,
-                            pin_memory=self.pin_memory, generator=generator)
+                            pin_memory=self.pin_memory, generator=generator, worker_init_fn=loader_worker_init)
         self._iterator = iter(loader)
 
     def next(self):
@@ -142,7 +143,8 @@ class DatasetStream:
             self.sampler.set_epoch(self.sampler.epoch + 1)
         if self._iterator is None:
             self._open()
-        batch = next(self._iterator)
+        with one_line_worker_errors():
+            batch = next(self._iterator)
         self.sampler.advance(self.micro_batch_size)
         return batch
 

@@ -7,6 +7,7 @@ reads it: numpy's RNG state becomes a tensor, the config a YAML string.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -25,7 +26,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from vlfw.errors import CheckpointError
+from vlfw.errors import CheckpointError, OutputError
 
 log = logging.getLogger("vlfw.runner")
 
@@ -62,22 +63,33 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def describe_os_error(error: OSError) -> str:
+    """'No space left on device (ENOSPC)': the cause of a failed file operation, without the path."""
+    name = errno.errorcode.get(error.errno or 0)
+    text = error.strerror or str(error) or type(error).__name__
+    return f"{text} ({name})" if name else text
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write `path` through `write(file)` so that readers see the old file or the whole new one."""
+    """Write `path` through `write(file)` so that readers see the old file or the whole new one.
+    An OSError (full disk, read-only folder, ...) is an OutputError naming `path` and the cause;
+    the old file, if any, is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, mode) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp.unlink()
-        except FileNotFoundError:
+        except OSError:  # never created, or the folder went read-only
             pass
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {describe_os_error(exc)}") from None
         raise
     _fsync_directory(path.parent)
 
@@ -169,12 +181,27 @@ class CheckpointManager:
         return self.directory / name
 
     def save(self, state: dict[str, Any], update: int) -> Path:
-        """Write update_<update>.pt, then move the `last` pointer to it, then prune old files."""
+        """Write update_<update>.pt, then move the `last` pointer to it, then prune old files. A
+        failed write is one CheckpointError; the previous checkpoint and the pointer stay as they were."""
         path = self.update_path(update)
-        atomic_save(state, path)
-        atomic_write_text(self.directory / LAST_POINTER, path.name + "\n")
+        previous = self._pointer_text()
+        try:
+            atomic_save(state, path)
+            atomic_write_text(self.directory / LAST_POINTER, path.name + "\n")
+        except OutputError as exc:
+            kept = (f"the 'last' pointer still names {previous}, which is unchanged" if previous
+                    else "no earlier checkpoint of this run exists")
+            raise CheckpointError(f"{exc}: the checkpoint of update {update} is not saved; {kept}. Free space "
+                                  f"or fix the permissions of {self.directory}, then resume with "
+                                  "checkpoint.resume=auto") from None
         self._prune(keep=path)
         return path
+
+    def _pointer_text(self) -> str | None:
+        try:
+            return (self.directory / LAST_POINTER).read_text(errors="replace").strip()[:80] or None
+        except OSError:
+            return None
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Delete temporary files of checkpoint writers that died mid-write (their process is gone)."""
@@ -191,7 +218,13 @@ class CheckpointManager:
         return removed
 
     def save_best(self, state: dict[str, Any]) -> Path:
-        atomic_save(state, self.best_path)
+        existed = self.best_path.is_file()
+        try:
+            atomic_save(state, self.best_path)
+        except OutputError as exc:
+            kept = "the previous best.pt is unchanged" if existed else "there is no best.pt yet"
+            raise CheckpointError(f"{exc}: the best checkpoint is not saved; {kept}. Free space or fix the "
+                                  f"permissions of {self.directory}, then resume with checkpoint.resume=auto") from None
         return self.best_path
 
     def _prune(self, keep: Path) -> None:
@@ -234,17 +267,24 @@ def check_save_dir(config: Any, context: Any) -> None:
             "continue it with checkpoint.resume=true (or auto), or choose a new save_dir")
 
 
-def check_compatible(state: Mapping[str, Any], config: Any, path: str | os.PathLike) -> None:
-    """A resumed checkpoint must come from the same model and datasets as this run."""
+def checkpoint_origin(state: Mapping[str, Any]) -> tuple[Any, list[str]] | None:
+    """(model, datasets) of the run that wrote a vlfw checkpoint, from its config; None if unknown."""
     import yaml
 
     try:
         saved = yaml.safe_load(state.get("config") or "") or {}
     except yaml.YAMLError:
         saved = {}
-    theirs = (saved.get("model"), list(saved.get("datasets") or []))
+    if not isinstance(saved, dict) or not saved:
+        return None
+    return saved.get("model"), [str(d) for d in (saved.get("datasets") or [])]
+
+
+def check_compatible(state: Mapping[str, Any], config: Any, path: str | os.PathLike) -> None:
+    """A resumed checkpoint must come from the same model and datasets as this run."""
+    theirs = checkpoint_origin(state)
     ours = (str(config.model), [str(d) for d in config.datasets])
-    if saved and theirs != ours:
+    if theirs is not None and theirs != ours:
         raise CheckpointError(f"cannot resume from {path}: it is a checkpoint of model {theirs[0]!r} on datasets "
                               f"{theirs[1]}, this run is model {ours[0]!r} on {ours[1]}")
 
@@ -306,6 +346,11 @@ def rename_prefixes(state: Mapping[str, torch.Tensor], key_map: Mapping[str, str
 
 def extract_model_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Model weights from a vlfw checkpoint, a plain state dict or a .safetensors file."""
+    return _model_weights(path)[0]
+
+
+def _model_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Mapping[str, Any] | None]:
+    """(model weights, the whole vlfw checkpoint or None) of a checkpoint, state dict or .safetensors file."""
     path = Path(path)
     if path.suffix == ".safetensors":
         if not path.is_file():
@@ -313,15 +358,43 @@ def extract_model_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            return load_file(str(path)), None
         except Exception as exc:
             raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from None
-    state = load_checkpoint(path)
+    whole = load_checkpoint(path)
+    state = whole
     if "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no model weights (expected a 'model' state dict)")
-    return dict(state)
+    return dict(state), whole
+
+
+def _listed(keys: list[str]) -> str:
+    return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+
+
+def load_model_weights(model: nn.Module, path: str | os.PathLike, config: Any = None) -> None:
+    """The weights of `path` into `model`, every tensor by name and shape (what evaluation of a
+    checkpoint needs: no silent partial load). With `config`, a vlfw checkpoint must come from the
+    same model and datasets (check_compatible). Any mismatch is one CheckpointError."""
+    state, whole = _model_weights(path)
+    if config is not None and whole is not None:
+        check_compatible(whole, config, path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                  if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        origin = checkpoint_origin(whole) if whole is not None else None
+        written = f" (it is a checkpoint of model {origin[0]!r} on datasets {origin[1]})" if origin else ""
+        problems = [f"{what}: {_listed(keys)}" for what, keys in
+                    (("missing", missing), ("unexpected", unexpected), ("other shapes", mismatched)) if keys]
+        raise CheckpointError(f"the weights of {path} do not fit this run's model{written}: {'; '.join(problems)}; "
+                              "evaluate a checkpoint of this model and datasets, or start from it with "
+                              "checkpoint.pretrained (which loads what fits)")
+    load_model_state_dict(model, state)
 
 
 def load_pretrained(model: nn.Module, path: str | os.PathLike, key_map: Mapping[str, str] | None = None) -> dict[str, list[str]]:

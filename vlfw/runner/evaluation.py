@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from vlfw.data.batch import Batch
 from vlfw.data.samplers import ShardedEvalSampler
+from vlfw.data.workers import loader_worker_init, one_line_worker_errors
 from vlfw.datasets.base import DatasetBuilder
 from vlfw.distributed import all_gather_object
 from vlfw.metrics.base import Metric
@@ -79,7 +80,7 @@ class Evaluator:
         generator.manual_seed(0)
         loader = DataLoader(dataset, batch_size=self.per_rank_batch, sampler=sampler, shuffle=False,
                             collate_fn=builder.collate, num_workers=self.num_workers,
-                            pin_memory=self.pin_memory, generator=generator)
+                            pin_memory=self.pin_memory, generator=generator, worker_init_fn=loader_worker_init)
         metrics = self.metrics.get(name, [])
         plain_model = unwrap(model)  # what evaluation steps call outside forward (re-rank, generate)
         if name not in self.task_infos:
@@ -92,21 +93,22 @@ class Evaluator:
         seen = 0
         bar = tqdm(loader, desc=f"{split}/{name}", leave=False, dynamic_ncols=True,
                    disable=not (self.progress_bar and self.context.is_main))
-        for batch in bar:
-            batch = batch.to(self.context.device, non_blocking=self.pin_memory)
-            size = batch.batch_size
-            real = max(0, min(size, sampler.num_real - seen))  # rows past num_real are padding
-            indices = sampler.indices[seen:seen + real]
-            seen += size
-            with self.autocast():
-                if generative:
-                    outputs = {"generated_ids": plain_model.generate(batch, **self.generation.get(name, {}))}
-                else:
-                    outputs = model(batch)
-            for metric in metrics:
-                metric.update(batch, outputs)
-            if rows is not None and real > 0:
-                rows = self._collect_predictions(builder, batch, outputs, real, size, indices, rows)
+        with one_line_worker_errors():  # a bad record met by a loader worker
+            for batch in bar:
+                batch = batch.to(self.context.device, non_blocking=self.pin_memory)
+                size = batch.batch_size
+                real = max(0, min(size, sampler.num_real - seen))  # rows past num_real are padding
+                indices = sampler.indices[seen:seen + real]
+                seen += size
+                with self.autocast():
+                    if generative:
+                        outputs = {"generated_ids": plain_model.generate(batch, **self.generation.get(name, {}))}
+                    else:
+                        outputs = model(batch)
+                for metric in metrics:
+                    metric.update(batch, outputs)
+                if rows is not None and real > 0:
+                    rows = self._collect_predictions(builder, batch, outputs, real, size, indices, rows)
         bar.close()
         results: dict[str, float] = {}
         for metric in metrics:

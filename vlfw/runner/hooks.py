@@ -233,6 +233,11 @@ class EarlyStoppingHook(Hook):
         self.best_value: float | None = None
         self.bad_evaluations = 0
 
+    def before_train(self, trainer: "Trainer") -> None:
+        if self.bad_evaluations >= self.patience:  # resumed from the checkpoint written when it stopped
+            trainer.request_stop(f"early stopping: the resumed run had stopped (no improvement in "
+                                 f"{self.patience} evaluations)")
+
     def after_evaluation(self, trainer: "Trainer", split: str, metrics: Mapping[str, float]) -> None:
         if split != "val":
             return

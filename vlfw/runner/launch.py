@@ -51,8 +51,11 @@ def run(config: DictConfig) -> dict[str, float]:
         # what follows (dropout, augmentation drawn from global RNG) should differ per rank
         seed_everything(seed + context.rank)
         trainer = Trainer(run_spec)
+        # a resume (or the checkpoint to evaluate) is checked against this run before anything is written
         if "train" in run_spec.parts:
-            trainer.setup_training()  # a resume is checked against this run before anything is written
+            trainer.setup_training()
+        else:
+            trainer.setup_evaluation()
         if context.is_main:
             save_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(save_dir / "config.yaml", OmegaConf.to_yaml(config, resolve=True))

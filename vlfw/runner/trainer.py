@@ -13,15 +13,17 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
 from omegaconf import OmegaConf
 
-from vlfw.distributed import all_gather_object
-from vlfw.errors import CheckpointError, ConfigError
+from vlfw.distributed import all_gather_object, all_reduce_sum
+from vlfw.errors import CheckpointError, ConfigError, Preempted, VlfwError
 from vlfw.plugins import plugin_versions
 from vlfw.runner import checkpoint as ckpt
 from vlfw.runner.build import Run
 from vlfw.runner.hooks import BestCheckpointHook, Hook, build_user_hooks, training_hooks
 from vlfw.runner.logging import RunLogger
+from vlfw.runner.preemption import PreemptionSignal
 from vlfw.runner.report import results_table
 from vlfw.runner.step import UpdateResult
 
@@ -45,6 +47,7 @@ class Trainer:
         self.checkpoints = ckpt.CheckpointManager(self.save_dir, int(self.config.checkpoint.keep_last or 0))
         self.total_updates = run.total_updates
         self.update = 0
+        self.last_saved_update: int | None = None  # the update of the newest update_<N>.pt of this process
         self.stop_reason: str | None = None
         self.latest_metrics: dict[str, dict[str, float]] = {}
         self.logger: RunLogger | None = None
@@ -129,21 +132,37 @@ class Trainer:
         }
 
     def save_checkpoint(self, best: bool = False) -> None:
-        """update_<N>.pt (and the `last` pointer), or best.pt; never non-finite weights."""
+        """update_<N>.pt (and the `last` pointer), or best.pt; never non-finite weights. Rank 0
+        writes; when it cannot, every rank stops with the error (no rank waits for the others)."""
         state = self.state_dict()
+        error: VlfwError | None = None
         if self.context.is_main:
-            bad = ckpt.non_finite_tensors(state["model"])
-            if bad:
-                raise CheckpointError(f"the weights hold NaN or Inf at update {self.update} ({', '.join(bad[:3])}"
-                                      f"{' ...' if len(bad) > 3 else ''}): not saved; the last good checkpoint "
-                                      "stays in place. Lower optimizer.lr or enable training.clip_grad_norm")
-            if best:
-                self.checkpoints.save_best(state)
-            else:
-                path = self.checkpoints.save(state, self.update)
-                for hook in self.hooks:
-                    hook.after_checkpoint(self, str(path))
-        self.context.barrier()
+            try:
+                self._write_checkpoint(state, best)
+            except VlfwError as exc:  # a full disk, a read-only folder, non-finite weights
+                error = exc
+        if self.context.enabled:  # instead of a barrier: every rank learns whether rank 0 wrote it
+            failed = all_reduce_sum(torch.tensor([0.0 if error is None else 1.0], device=self.context.device))
+            if error is None and failed.item() > 0:
+                error = CheckpointError(f"rank 0 could not write the checkpoint of update {self.update} "
+                                        "(its error says why); stopping")
+        if error is not None:
+            raise error
+        if not best:
+            self.last_saved_update = self.update
+
+    def _write_checkpoint(self, state: dict[str, Any], best: bool) -> None:
+        bad = ckpt.non_finite_tensors(state["model"])
+        if bad:
+            raise CheckpointError(f"the weights hold NaN or Inf at update {self.update} ({', '.join(bad[:3])}"
+                                  f"{' ...' if len(bad) > 3 else ''}): not saved; the last good checkpoint "
+                                  "stays in place. Lower optimizer.lr or enable training.clip_grad_norm")
+        if best:
+            self.checkpoints.save_best(state)
+        else:
+            path = self.checkpoints.save(state, self.update)
+            for hook in self.hooks:
+                hook.after_checkpoint(self, str(path))
 
     def resume(self, path: Path) -> dict[str, Any]:
         """Load a checkpoint written by `state_dict`; returns this rank's RNG state (set last)."""
@@ -182,7 +201,8 @@ class Trainer:
             if "train" in self.parts:
                 self.train()
             else:
-                self._load_for_evaluation()
+                if self.logger is None:
+                    self.setup_evaluation()
                 if "val" in self.parts:
                     self.evaluate("val")
             if "test" in self.parts:
@@ -205,13 +225,16 @@ class Trainer:
             log.info("results (val: latest evaluation; test: %s)\n%s",
                      "the best checkpoint" if "train" in self.parts else "these weights", table)
 
-    def _load_for_evaluation(self) -> None:
+    def setup_evaluation(self) -> None:
+        """A val/test-only run: load the weights it evaluates (checked: a checkpoint of this run's
+        save_dir must be of this model and datasets) before anything is written."""
         checkpoint = self.config.checkpoint
-        if checkpoint.resume_file or checkpoint.resume:
-            path = checkpoint.resume_file
-            if not path:
-                path = self.checkpoints.best_path if self.checkpoints.best_path.is_file() else self._last_checkpoint()
-            ckpt.load_model_state_dict(self.model, ckpt.extract_model_state(path))
+        if checkpoint.resume_file:
+            ckpt.load_model_weights(self.model, checkpoint.resume_file)
+            log.info("evaluating the weights of %s", checkpoint.resume_file)
+        elif checkpoint.resume:
+            path = self.checkpoints.best_path if self.checkpoints.best_path.is_file() else self._last_checkpoint()
+            ckpt.load_model_weights(self.model, path, self.config)
             log.info("evaluating the weights of %s", path)
         elif checkpoint.pretrained:
             ckpt.load_pretrained(self.model, checkpoint.pretrained, checkpoint.pretrained_key_map)
@@ -253,19 +276,33 @@ class Trainer:
         for hook in self.hooks:
             hook.before_train(self)
         self.train_model.train()
-        while self.update < self.total_updates:
-            for hook in self.hooks:
-                hook.before_update(self)
-            result = self.run_update()
-            self.update += 1
-            for hook in self.hooks:
-                hook.after_update(self, result)
-            if self.stop_reason:
-                log.info("%s", self.stop_reason)
-                break
-        self.run_spec.iterator.close()
+        with PreemptionSignal() as preemption:
+            try:
+                while self.update < self.total_updates and not self.stop_reason:
+                    for hook in self.hooks:
+                        hook.before_update(self)
+                    result = self.run_update()
+                    self.update += 1
+                    for hook in self.hooks:
+                        hook.after_update(self, result)
+                    if preemption.requested(self.context.device):  # every rank stops after this update
+                        self._stop_for_preemption()
+            finally:
+                self.run_spec.iterator.close()
+        if self.stop_reason:
+            log.info("%s", self.stop_reason)
         for hook in self.hooks:
             hook.after_train(self)
+
+    def _stop_for_preemption(self) -> None:
+        """At an update boundary after SIGTERM: the checkpoint of this update (unless the
+        checkpoint hook just wrote it), then `Preempted` (the command line exits with 143)."""
+        log.warning("SIGTERM received: writing the checkpoint of update %d and stopping", self.update)
+        if self.last_saved_update != self.update:
+            self.save_checkpoint()
+        raise Preempted(f"stopped on SIGTERM after update {self.update} of {self.total_updates}; "
+                        f"{self.checkpoints.update_path(self.update)} is written: run the same command with "
+                        "checkpoint.resume=auto (or true) to continue")
 
     def export_weights(self, path: Path) -> None:
         """Safetensors weights: this run's best checkpoint when it wrote one, else the model's."""
