@@ -323,6 +323,46 @@ def test_component_params_from_defaults_are_checked_and_named(components):
         builder.DEFAULT_CONFIG = saved
 
 
+@pytest.mark.parametrize("arg, expected", [
+    (f"{D}.processors.text.params.max_length=[1,2]",
+     rf"^{D}.processors.text.params.max_length must be an integer \(processor 'cfg_tokenizer' takes max_length: int\), "
+     r"got \[1, 2\] on the command line$"),
+    (f"{D}.processors.text.params.max_length=abc", rf"^{D}.processors.text.params.max_length must be an integer"),
+    (f"{D}.processors.text.params.max_length=2.5", rf"^{D}.processors.text.params.max_length must be an integer"),
+    (f"{D}.processors.text.params.lowercase=3", rf"^{D}.processors.text.params.lowercase must be a boolean"),
+    (f"{D}.losses=[{{type: cfg_smoothed, params: {{label_smoothing: high}}}}]",
+     rf"^{D}.losses\[0\].params.label_smoothing must be a number \(loss 'cfg_smoothed' takes label_smoothing: float\)"),
+    (f"{D}.metrics=[{{type: cfg_metric, params: {{k: {{a: 1}}}}}}]", rf"^{D}.metrics\[0\].params.k must be an integer"),
+    ("training.callbacks=[{type: cfg_callback, params: {seconds: [1]}}]",
+     r"^training.callbacks\[0\].params.seconds must be a number"),
+])
+def test_param_values_of_the_wrong_type_are_rejected(arg, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        load(arg)
+    assert "\n" not in str(info.value)
+
+
+def test_param_values_of_the_annotated_types_pass():
+    config = load(f"{D}.processors.text.params.max_length=16.0", f"{D}.processors.text.params.lowercase=false",
+                  f"{D}.losses=[{{type: cfg_smoothed, params: {{label_smoothing: 0}}}}]",
+                  "training.callbacks=[{type: cfg_callback, params: {seconds: 1}}]")
+    assert config.dataset_config.cfg_dataset.processors.text.params.max_length == 16.0
+
+
+@pytest.mark.parametrize("arg, expected", [
+    ("training.batch_size=[1,2]",
+     r"^training.batch_size must be an integer \(like 32\), got a list \[1, 2\] on the command line$"),
+    ("training.deterministic=[true]", r"^training.deterministic must be a boolean \(like False\), got a list"),
+    ("logging.jsonl={a: 1}", r"^logging.jsonl must be a boolean \(like True\), got a mapping \{'a': 1\}"),
+    (f"{M}.hidden_size=[8,8]", rf"^{M}.hidden_size must be an integer \(like 8\), got a list"),
+    (f"{D}.features.format=[npy]", rf"^{D}.features.format must be one of butd_tsv, npy"),  # a choice: its own error
+])
+def test_a_list_or_mapping_where_the_defaults_hold_a_scalar_is_rejected(arg, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        load(arg)
+    assert "\n" not in str(info.value)
+
+
 # -- 4. a type switch drops the lower params ---------------------------------------------------------------
 def test_switching_a_processor_type_drops_the_default_params():
     config = load(f"{D}.processors.text.type=cfg_other_tokenizer", f"{D}.processors.text.params.model_name=bert")

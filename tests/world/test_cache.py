@@ -81,3 +81,26 @@ def test_prepare_command(world_cache, world, capsys):
     assert prepare_main(["shapes", "--size", "huge", "--cache-dir", world_cache]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("vlfw_prepare: error:") and "huge" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--feature-dim", "0"], "--feature-dim must be a positive integer (the region feature size), got 0"),
+    (["--feature-dim", "-3"], "--feature-dim must be a positive integer (the region feature size), got -3"),
+    (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+])
+def test_prepare_refuses_impossible_sizes_in_one_line_before_writing(tmp_path, capsys, args, expected):
+    cache = tmp_path / "cache"
+    assert prepare_main(["shapes", "--size", "tiny", "--cache-dir", str(cache), *args]) == 1
+    err = capsys.readouterr().err
+    assert err == f"vlfw_prepare: error: {expected}\n"
+    assert not cache.exists()
+
+
+@pytest.mark.parametrize("option, value", [("feature_dim", 0), ("max_boxes", -1), ("image_size", 2.5),
+                                           ("questions_per_image", True), ("features", "yes")])
+def test_world_options_are_checked_before_anything_is_written(tmp_path, option, value):
+    with pytest.raises(DataError) as info:
+        ensure_world("tiny", 0, str(tmp_path / "cache"), **{option: value})
+    expected = "true or false" if option == "features" else "a positive integer"
+    assert str(info.value) == f"Shapes world option {option} must be {expected}, got {value!r}"
+    assert not (tmp_path / "cache").exists()

@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
 def _shapes(args: argparse.Namespace) -> int:
     from vlfw.world.cache import ensure_world, read_manifest, world_dir
 
+    if args.feature_dim is not None and args.feature_dim <= 0:
+        raise VlfwError(f"--feature-dim must be a positive integer (the region feature size), got {args.feature_dim}")
+    if args.seed < 0:
+        raise VlfwError(f"--seed must be an integer >= 0, got {args.seed}")
+
     options = {} if args.feature_dim is None else {"feature_dim": args.feature_dim}
     final = world_dir(args.size, args.seed, args.cache_dir)
     start = time.perf_counter()

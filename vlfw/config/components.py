@@ -121,7 +121,15 @@ def accepted_parameters(component: Any, framework_base: type | None) -> tuple[li
     `**params` accepts no arbitrary keys. `required`: the first `__init__`'s parameters without
     a default.
     """
-    accepted: list[str] = []
+    declared, required = parameter_declarations(component, framework_base)
+    return list(declared), required
+
+
+def parameter_declarations(component: Any, framework_base: type | None
+                           ) -> tuple[dict[str, inspect.Parameter], list[str]]:
+    """(name -> the inspect.Parameter that declares it, required names): the walk of
+    `accepted_parameters`, keeping each parameter's default and annotation."""
+    accepted: dict[str, inspect.Parameter] = {}
     required: list[str] = []
 
     def take(parameters: Iterable[inspect.Parameter], first: bool) -> bool:
@@ -131,7 +139,7 @@ def accepted_parameters(component: Any, framework_base: type | None) -> tuple[li
             if parameter.kind is inspect.Parameter.VAR_KEYWORD:
                 passes_on = True
             elif parameter.kind is not inspect.Parameter.VAR_POSITIONAL and parameter.name not in accepted:
-                accepted.append(parameter.name)
+                accepted[parameter.name] = parameter
                 if first and parameter.default is inspect.Parameter.empty:
                     required.append(parameter.name)
         return passes_on

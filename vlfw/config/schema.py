@@ -134,6 +134,7 @@ NUMBERS: dict[str, Number] = {
     "multitask.batch_sizes.*": positive_int(),
     "multitask.loss_weights.*": non_negative(),
     "dataset_config.*.loss_weights.*": non_negative(),
+    "dataset_config.*.shapes.seed": non_negative_int(),  # as `vlfw_prepare shapes --seed`
 }
 
 # list key -> required length

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vlfw.config import schema
-from vlfw.config.components import accepted_parameters, check_choices_declared
+from vlfw.config.components import accepted_parameters, check_choices_declared, parameter_declarations
 from vlfw.config.paths import Parts, find, format_path, has_path, matches, split_pattern, value_at
 from vlfw.errors import ConfigError, RegistryError, did_you_mean
 
@@ -52,6 +52,13 @@ def _check_value(path: str, default: Any, value: Any, origin: str) -> None:
         )
 
 
+def _check_not_container(path: str, default: Any, value: DictConfig | ListConfig, origin: str) -> None:
+    """A list or mapping where the defaults hold a number, string or boolean."""
+    if isinstance(default, (bool, int, float, str)):  # a null default says nothing about the type
+        kind = "a list" if isinstance(value, ListConfig) else "a mapping"
+        raise ConfigError(f"{path} must be {_type_name(default)} (like {default!r}), got {kind} {show(value)} {origin}")
+
+
 def validate_keys(user: DictConfig, base: DictConfig, origin: str, prefix: Parts | str = (),
                   allowed_values: Iterable[str] = ()) -> None:
     """Reject keys of `user` that `base` does not declare, and values of the wrong type.
@@ -86,9 +93,13 @@ def validate_keys(user: DictConfig, base: DictConfig, origin: str, prefix: Parts
         elif isinstance(base_value, ListConfig):
             if not isinstance(user_value, ListConfig) and user.get(key) is not None:
                 raise ConfigError(f"{path} must be a list, got {user.get(key)!r} {origin}")
-        elif not isinstance(base_value, DictConfig) and not isinstance(user_value, (DictConfig, ListConfig)):
+        elif not isinstance(base_value, DictConfig):
             interpolated = OmegaConf.is_interpolation(user, key) or OmegaConf.is_interpolation(base, key)
-            if not interpolated and not any(matches(parts, pattern) for pattern in allowed_values):
+            if interpolated or any(matches(parts, pattern) for pattern in allowed_values):
+                continue
+            if isinstance(user_value, (DictConfig, ListConfig)):
+                _check_not_container(path, base.get(key), user_value, origin)
+            else:
                 _check_value(path, base.get(key), user.get(key), origin)
 
 
@@ -199,6 +210,32 @@ def _check_entry(config: DictConfig, parts: Parts, spec: schema.ComponentNode, w
     if missing:
         raise ConfigError(f"{path} ({spec.kind} {name!r}) needs {format_path(parts + ('params', missing[0]))} "
                           f"{where(parts)}")
+    declared, _ = parameter_declarations(component, _registry(spec.registry).base)
+    for key in params.keys():
+        key_parts = parts + ("params", str(key))
+        _check_parameter_value(key_parts, declared[str(key)], value_at(config, key_parts), spec, name, where)
+
+
+# a parameter annotated with one of these (or it `| None`) is checked at load; others are not
+_ANNOTATED = {("int",): "an integer", ("float",): "a number", ("float", "int"): "a number",
+              ("bool",): "a boolean", ("str",): "a string"}
+
+
+def _check_parameter_value(parts: Parts, parameter: Any, value: Any, spec: schema.ComponentNode, name: str,
+                           where: Where) -> None:
+    """A value of the type a component's constructor annotates (int, float, bool, str)."""
+    annotation = parameter.annotation
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    kinds = tuple(sorted(k.strip() for k in str(text).split("|") if k.strip() != "None"))
+    expected = _ANNOTATED.get(kinds)
+    if expected is None or value is None:
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {"an integer": number and float(value).is_integer(), "a number": number,
+          "a boolean": isinstance(value, bool), "a string": isinstance(value, str) or number}[expected]
+    if not ok:
+        raise ConfigError(f"{format_path(parts)} must be {expected} ({spec.kind} {name!r} takes {parameter.name}: "
+                          f"{text}), got {show(value)} {where(parts)}")
 
 
 def validate_config(config: DictConfig, where: Where, components: Mapping[Parts, Any] | None = None) -> None:

@@ -8,8 +8,7 @@ import torch
 
 from vlfw.data.batch import Sample, pad_stack
 from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
-from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, read_json, require_files
-from vlfw.errors import DataError
+from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, json_kind, read_json_list, require_files
 from vlfw.registry import DATASETS
 
 KARPATHY_SPLITS = {"train": ["train", "restval"], "val": ["val"], "test": ["test"]}
@@ -88,14 +87,15 @@ class KarpathyCaptionsBuilder(NativeBuilder):
     def read_images(self, split: str, bad: BadRecordCounter) -> list[dict]:
         path = self.annotation_path()
         require_files(self.name, {"Karpathy split file": path})
-        data = read_json(path)
-        images = data.get("images") if isinstance(data, dict) else None
-        if not isinstance(images, list):
-            raise DataError(f"{path}: expected a top-level 'images' list")
+        images = read_json_list(path, "images")
         wanted = set(self.native_splits(split))
         records = []
         for position, entry in enumerate(images):
-            if not isinstance(entry, dict) or entry.get("split") not in wanted:
+            if not isinstance(entry, dict):
+                bad.handle(BadRecordError(path, f"images[{position}]", f"an image entry must be a JSON object, "
+                                          f"got {json_kind(entry)}"))
+                continue
+            if entry.get("split") not in wanted:
                 continue
             where = f"images[{position}] (filename {entry.get('filename')})"
             filename = entry.get("filename")

@@ -91,7 +91,12 @@ class CC3MBuilder(NativeBuilder):
                     line = line.rstrip("\r\n")
                     if not line:
                         continue
-                    caption = line.split("\t")[0].strip()
+                    columns = line.split("\t")
+                    if len(columns) < 2:
+                        bad.handle(BadRecordError(path, f"line {row + 1}", "expected 2 tab-separated columns "
+                                                  f"(caption, image url), found {len(columns)}"))
+                        continue
+                    caption = columns[0].strip()
                     if not caption:
                         bad.handle(BadRecordError(path, f"line {row + 1}", "empty caption"))
                         continue

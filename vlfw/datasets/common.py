@@ -25,6 +25,7 @@ from vlfw.datasets.records import (  # noqa: F401
     Records,
     iter_json_lines,  # noqa: F401
     join,
+    json_kind,
     path_manager,
     read_json,
     require_files,
@@ -267,7 +268,7 @@ class NativeBuilder(DatasetBuilder):
             raise ConfigError(f"{where} ({spec['type']}): {error}") from None
         try:
             return factory(**arguments)
-        except ValueError as error:
+        except (ValueError, TypeError) as error:  # a parameter of the wrong kind or range
             raise ConfigError(f"{where} ({spec['type']}): {error}") from None
 
     @property
@@ -366,7 +367,10 @@ class NativeBuilder(DatasetBuilder):
         if not path or not path_manager.exists(path):
             return None
         names = read_json(path)
-        return tuple(str(n) for n in names) if isinstance(names, list) else None
+        if not isinstance(names, list):
+            raise DataError(f"{path}: expected a JSON list of detector class names, but the file holds "
+                            f"{json_kind(names)}")
+        return tuple(str(n) for n in names)
 
     def task_fields(self) -> dict[str, Any]:
         """The task's own TaskInfo fields (answers, labels, choices, number of images)."""

@@ -42,7 +42,10 @@ class ImageReader:
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
                 rgb = image.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        except UnidentifiedImageError:  # its message names an in-memory buffer, not the file
+            raise BadRecordError(path, where, "corrupt or unreadable image (not an image format PIL can read)",
+                                 kind="image") from None
+        except (OSError, ValueError, SyntaxError) as error:
             raise BadRecordError(path, where, f"corrupt or unreadable image ({error})", kind="image") from None
         rgb.info = {}  # drop EXIF / ICC metadata: boxes refer to the stored pixels
         return rgb
@@ -263,8 +266,18 @@ class NpyFeatureReader:
         """Appearance feature size D, from the first feature file (None for an empty directory)."""
         for name in sorted(path_manager.ls(self.directory)):
             if name.endswith(".npy") and not name.endswith("_info.npy"):
-                with path_manager.open(os.path.join(self.directory, name), "rb") as handle:
-                    return int(np.load(handle, mmap_mode=None, allow_pickle=False).shape[-1])
+                path = os.path.join(self.directory, name)
+                try:
+                    with path_manager.open(path, "rb") as handle:
+                        features = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+                except Exception as error:  # noqa: BLE001  (truncated, not npy, an object array, unreadable)
+                    raise DataError(f"{path}: cannot load the region features ({error}); the feature size "
+                                    "is read from this first file: fix or remove it") from None
+                if features.ndim != 2 or not np.issubdtype(features.dtype, np.number):
+                    raise DataError(f"{path}: region features must be an (N, D) array of numbers, got shape "
+                                    f"{features.shape} of {features.dtype}; the feature size is read from this "
+                                    "first file: fix or remove it")
+                return int(features.shape[-1])
         return None
 
     def num_classes(self) -> int | None:
@@ -273,7 +286,13 @@ class NpyFeatureReader:
             if name.endswith("_info.npy"):
                 info = self._load_info(os.path.join(self.directory, name), name)
                 probs = info.get("cls_prob")
-                return int(np.asarray(probs).shape[-1]) if probs is not None else None
+                if probs is None:
+                    return None
+                shape = np.asarray(probs).shape
+                if len(shape) != 2:
+                    raise DataError(f"{os.path.join(self.directory, name)}: cls_prob has shape {shape}, expected "
+                                    "(N, C); the number of detector classes is read from this first file")
+                return int(shape[-1])
         return None
 
 

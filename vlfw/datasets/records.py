@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 path_manager = PathManager()
 
 __all__ = ["path_manager", "BadRecordError", "BadRecordCounter", "LOAD_KINDS", "Records", "read_json",
-           "iter_json_lines", "require_files", "join", "stable_seed"]
+           "read_json_list", "json_kind", "iter_json_lines", "require_files", "join", "stable_seed"]
 
 
 class BadRecordError(DataError):
@@ -125,6 +125,28 @@ def read_json(path: str) -> Any:
             f"{path}: not valid JSON at line {error.lineno} column {error.colno} ({error.msg}); "
             "the file is truncated or corrupt: download it again"
         ) from None
+
+
+def json_kind(value: Any) -> str:
+    """'an object', 'a list', ...: what a JSON value is, for error messages."""
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def read_json_list(path: str, key: str, data: Any = None) -> list:
+    """The list under the top-level `key` of a JSON file holding an object (COCO-style
+    annotation files); a file of another shape is one DataError naming it. `data`: the file's
+    already parsed content (to take several lists from one file without parsing it again)."""
+    if data is None:
+        data = read_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object with a top-level {key!r} list, but the file holds "
+                        f"{json_kind(data)}: is it the right file?")
+    if not isinstance(data.get(key), list):
+        found = f"{key!r} is {json_kind(data[key])}" if key in data else f"it has no {key!r} key"
+        raise DataError(f"{path}: expected a top-level {key!r} list, but {found}: is it the right file?")
+    return data[key]
 
 
 def iter_json_lines(path: str, bad: BadRecordCounter) -> Iterator[tuple[int, dict]]:

@@ -9,7 +9,7 @@ import torch
 from vlfw import restricted_pickle
 from vlfw.data.batch import Sample
 from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
-from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, path_manager, read_json, require_files
+from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, path_manager, read_json, read_json_list, require_files
 from vlfw.errors import DataError
 from vlfw.processors.boxes import box_iou, xywh_to_xyxy
 from vlfw.registry import DATASETS
@@ -98,9 +98,11 @@ class RefCocoBuilder(NativeBuilder):
 
     def instances(self) -> dict:
         if self._instances is None:
-            data = read_json(self.files()["instances"])
-            images = {int(i["id"]): i for i in data.get("images", []) if isinstance(i, dict) and "id" in i}
-            annotations = {int(a["id"]): a for a in data.get("annotations", []) if isinstance(a, dict) and "id" in a}
+            path = self.files()["instances"]
+            data = read_json(path)
+            images = {int(i["id"]): i for i in read_json_list(path, "images", data) if isinstance(i, dict) and "id" in i}
+            annotations = {int(a["id"]): a for a in read_json_list(path, "annotations", data)
+                           if isinstance(a, dict) and "id" in a}
             by_image: dict[int, list[dict]] = {}
             for a in annotations.values():
                 by_image.setdefault(int(a["image_id"]), []).append(a)

@@ -13,7 +13,7 @@ import torch
 from vlfw.cache import cache_dir
 from vlfw.data.batch import Batch, Sample
 from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
-from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, path_manager, read_json, require_files
+from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, path_manager, read_json_list, require_files
 from vlfw.errors import DataError
 from vlfw.registry import DATASETS
 
@@ -131,7 +131,7 @@ class VQA2Builder(NativeBuilder):
                 pass
         answers: list[str] = []
         for f in files:
-            for annotation in read_json(f).get("annotations", []):
+            for annotation in read_json_list(f, "annotations"):
                 if isinstance(annotation, dict) and isinstance(annotation.get("multiple_choice_answer"), str):
                     answers.append(annotation["multiple_choice_answer"])
         vocabulary = AnswerVocabulary.from_annotations(answers, min_count=self.min_count)
@@ -184,15 +184,11 @@ class VQA2Builder(NativeBuilder):
         unanswerable = 0
         for subset in self.native_splits(split):
             qpath = question_file(self.paths.data_dir, subset)
-            questions = read_json(qpath).get("questions")
-            if not isinstance(questions, list):
-                raise DataError(f"{qpath}: expected a top-level 'questions' list")
+            questions = read_json_list(qpath, "questions")
             annotations: dict[int, dict] | None = None
             apath = annotation_file(self.paths.data_dir, subset)
             if split != "test" or path_manager.exists(apath):
-                items = read_json(apath).get("annotations")
-                if not isinstance(items, list):
-                    raise DataError(f"{apath}: expected a top-level 'annotations' list")
+                items = read_json_list(apath, "annotations")
                 annotations = {a.get("question_id"): a for a in items if isinstance(a, dict)}
             for position, question in enumerate(questions):
                 qid = question.get("question_id") if isinstance(question, dict) else None

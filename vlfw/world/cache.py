@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from vlfw.cache import cache_dir as vlfw_cache_dir
-from vlfw.world.generate import generate_world, resolve_size
+from vlfw.world.generate import check_options, generate_world, resolve_size
 
 GENERATOR_VERSION = "2"
 MANIFEST = "MANIFEST.json"
@@ -117,6 +117,7 @@ def ensure_world(size: str = "tiny", seed: int = 0, cache_dir: str | None = None
                  **options) -> str:
     """The root of the Shapes world of `size` and `seed`, generated first if it is not cached."""
     resolve_size(size)
+    check_options(options)  # before anything is locked or written
     final = world_dir(size, seed, cache_dir)
     if not force and not options and _manifest_matches(final):
         return final

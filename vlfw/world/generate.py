@@ -28,11 +28,22 @@ def resolve_size(size: str) -> dict:
     return SIZES[size]
 
 
-def generate_world(root: str, size: str = "tiny", seed: int = 0, **options) -> dict:
-    """Writes every benchmark of the world under `root` (created); returns counts and timings."""
+def check_options(options: dict) -> None:
+    """Known option names; sizes and counts are positive integers, `features` a boolean."""
     unknown = set(options) - set(OPTIONS)
     if unknown:
         raise DataError(f"unknown Shapes world option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    for name, value in options.items():
+        if name == "features":
+            if not isinstance(value, bool):
+                raise DataError(f"Shapes world option features must be true or false, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise DataError(f"Shapes world option {name} must be a positive integer, got {value!r}")
+
+
+def generate_world(root: str, size: str = "tiny", seed: int = 0, **options) -> dict:
+    """Writes every benchmark of the world under `root` (created); returns counts and timings."""
+    check_options(options)
     opts = {**OPTIONS, **options}
     spec = resolve_size(size)
     wh = {"width": opts["image_size"], "height": opts["image_size"]}
