@@ -6,12 +6,14 @@ import importlib
 
 REGISTERING_MODULES = [
     # processors
-    "vlfw.processors.answers", "vlfw.processors.image", "vlfw.processors.masking", "vlfw.processors.text",
+    "vlfw.processors.anchors", "vlfw.processors.answers", "vlfw.processors.image", "vlfw.processors.masking",
+    "vlfw.processors.text",
     # dataset builders
     "vlfw.datasets.captions", "vlfw.datasets.cc3m", "vlfw.datasets.flickr30k_entities", "vlfw.datasets.nlvr2",
     "vlfw.datasets.refcoco", "vlfw.datasets.snli_ve", "vlfw.datasets.vcr", "vlfw.datasets.vqa2",
     # tasks, heads, encoders, models
-    "vlfw.tasks", "vlfw.modules.heads", "vlfw.modules.encoders", "vlfw.models.baselines", "vlfw.models.captioning",
+    "vlfw.tasks", "vlfw.modules.heads", "vlfw.modules.encoders", "vlfw.models.baselines", "vlfw.models.attention",
+    "vlfw.models.captioning",
     # losses and metrics
     "vlfw.losses.contrastive", "vlfw.losses.standard",
     "vlfw.metrics.captioning", "vlfw.metrics.classification", "vlfw.metrics.grounding", "vlfw.metrics.rec",

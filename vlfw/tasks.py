@@ -68,7 +68,8 @@ class TaskInfo:
     "regions" or None (text only). `num_images`: images per sample (NLVR2: 2). The answer space:
     `num_answers`/`answers` (VQA), `num_labels`/`labels` (classification), `num_choices` (VCR).
     Region features: `region_feature_size` (D) and `detector_classes` (C, when the features carry
-    class scores) with `detector_class_names` when known. `extra`: anything a plugin's dataset
+    class scores) with `detector_class_names` when known, and `region_feature_mean` /
+    `region_feature_std` (D each) when the builder fitted the feature normalisation. `extra`: anything a plugin's dataset
     adds for its own model (plain values only, so that it pickles and prints).
     """
 
@@ -85,6 +86,9 @@ class TaskInfo:
     region_feature_size: int | None = None
     detector_classes: int | None = None
     detector_class_names: tuple[str, ...] | None = None
+    # per-dimension train-split statistics of the region features (features.normalize; RegionFeatureNorm)
+    region_feature_mean: tuple[float, ...] | None = field(default=None, repr=False)
+    region_feature_std: tuple[float, ...] | None = field(default=None, repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)  # a dict: compared, not hashed
 
     @property

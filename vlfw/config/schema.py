@@ -135,6 +135,8 @@ NUMBERS: dict[str, Number] = {
     "multitask.loss_weights.*": non_negative(),
     "dataset_config.*.loss_weights.*": non_negative(),
     "dataset_config.*.shapes.seed": non_negative_int(),  # as `vlfw_prepare shapes --seed`
+    "dataset_config.*.features.normalize_samples": positive_int(),
+    "dataset_config.*.features.max_regions": non_negative_int(),
 }
 
 # list key -> required length

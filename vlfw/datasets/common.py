@@ -43,7 +43,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "image_dir": None,
     "shapes": {"size": "tiny", "seed": 0},
     "visual": "images",  # images | regions
-    "features": {"format": "butd_tsv", "path": None, "max_regions": 36},
+    # normalize: z-score each feature dimension with train-split statistics (vlfw/datasets/feature_stats.py),
+    # applied by the models that read region features; normalize_samples: train samples it is fitted on
+    "features": {"format": "butd_tsv", "path": None, "max_regions": 36, "normalize": True, "normalize_samples": 1000},
     "splits": {},
     "skip_bad_records": False,
     "max_samples": None,
@@ -360,7 +362,22 @@ class NativeBuilder(DatasetBuilder):
         feature_size = reader.feature_size() if hasattr(reader, "feature_size") else None
         if feature_size:
             info["region_feature_size"] = int(feature_size)
+        info.update(self.feature_statistics())
         return info
+
+    def feature_statistics(self) -> dict[str, Any]:
+        """region_feature_mean / region_feature_std fitted on the train split (features.normalize);
+        none without a train split (a val/test-only run takes them from the checkpoint it evaluates)."""
+        if not bool(self.option("features.normalize", True)):
+            return {}
+        if "train" not in (self.option("splits", {}) or {}):
+            log.info("%s: no train split to fit the region feature normalisation on; the model's (from its "
+                     "checkpoint) is used", self.name)
+            return {}
+        from vlfw.datasets.feature_stats import fitted_statistics
+
+        mean, std = fitted_statistics(self, int(self.option("features.normalize_samples", 1000)))
+        return {"region_feature_mean": mean, "region_feature_std": std}
 
     def _class_names(self) -> tuple[str, ...] | None:
         path = self.paths.classes

@@ -15,7 +15,7 @@ from torch import nn
 from vlfw.data.batch import Batch
 from vlfw.errors import ConfigError
 from vlfw.models.base import BaseModel, provides
-from vlfw.modules.encoders import RegionEncoder, SmallCNN, TextEncoder
+from vlfw.modules.encoders import RegionEncoder, RegionFeatureNorm, SmallCNN, TextEncoder
 from vlfw.registry import MODELS
 from vlfw.tasks import TaskInfo, text_settings
 
@@ -69,6 +69,7 @@ class LateFusionModel(BaseModel):
                 self.image_encoder = SmallCNN(hidden, tuple(int(x) for x in c.cnn_channels),
                                               with_regions=bool(region_tasks), grid=int(c.cnn_grid))
             if "regions" in visuals:
+                self.region_norm = RegionFeatureNorm(self.task_infos)
                 self.region_encoder = RegionEncoder(feature_size, hidden, float(c.dropout))
             self.fusion = _Fusion(hidden, float(c.dropout))
         self.heads = self.build_heads(hidden, c.heads, head_defaults={"dropout": float(c.dropout)})
@@ -89,7 +90,7 @@ class LateFusionModel(BaseModel):
                 regions = regions.view(*lead, *regions.shape[-2:])
             return pooled.view(*lead, -1), regions
         if "region_features" in batch:
-            feats = batch.region_features
+            feats = self.region_norm(batch.region_features, batch.dataset_name)
             lead = feats.shape[:-2]
             flat = lambda t, keep: t.reshape(-1, *t.shape[len(lead):]) if t is not None else None  # noqa: E731
             sizes = batch.image_size.reshape(-1, 2)

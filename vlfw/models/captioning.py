@@ -20,7 +20,7 @@ from torch import nn
 from vlfw.data.batch import Batch
 from vlfw.errors import ConfigError
 from vlfw.models.base import BaseModel, provides
-from vlfw.modules.encoders import RegionEncoder, SmallCNN
+from vlfw.modules.encoders import RegionEncoder, RegionFeatureNorm, SmallCNN
 from vlfw.registry import MODELS
 from vlfw.tasks import TaskInfo
 
@@ -120,6 +120,7 @@ class CaptionBaseline(BaseModel):
             self.rows = nn.Embedding(int(c.max_grid), hidden)
             self.columns = nn.Embedding(int(c.max_grid), hidden)
         if "regions" in visuals:
+            self.region_norm = RegionFeatureNorm(self.task_infos)
             self.region_encoder = RegionEncoder(self._region_feature_size(), hidden, float(c.dropout))
         self.memory_kind = nn.Embedding(2, hidden)  # the pooled token vs the cells / regions
         self.memory_norm = nn.LayerNorm(hidden)
@@ -170,7 +171,7 @@ class CaptionBaseline(BaseModel):
             states = cells + grid
             mask = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
         elif "region_features" in batch and hasattr(self, "region_encoder"):
-            features = batch.region_features
+            features = self.region_norm(batch.region_features, batch.dataset_name)
             mask = batch.get("region_mask")
             if mask is None:
                 mask = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)

@@ -64,6 +64,37 @@ class SmallCNN(nn.Module):
         return self.region_project(pooled.flatten(1)).view(batch, num, -1)
 
 
+class RegionFeatureNorm(nn.Module):
+    """Z-scores region features per dimension with each dataset's train-split statistics.
+
+    Built from the task infos: a dataset whose TaskInfo carries `region_feature_mean` /
+    `region_feature_std` (dataset_config.<d>.features.normalize, on by default; fitted in
+    vlfw/datasets/feature_stats.py) gets two buffers, `<dataset>_mean` and `<dataset>_std`. They
+    are part of the state dict, so checkpoints and exported weights carry the statistics the
+    model was trained with and evaluation applies exactly those. A dataset without statistics
+    (normalisation off, or an evaluation-only run without a train split before the checkpoint
+    is loaded) passes its features through unchanged.
+    """
+
+    def __init__(self, task_infos) -> None:
+        super().__init__()
+        self.datasets: list[str] = []
+        for name, info in task_infos.items():
+            mean, std = getattr(info, "region_feature_mean", None), getattr(info, "region_feature_std", None)
+            if mean is None or std is None:
+                continue
+            self.register_buffer(f"{name}_mean", torch.tensor(mean, dtype=torch.float32))
+            self.register_buffer(f"{name}_std", torch.tensor(std, dtype=torch.float32))
+            self.datasets.append(str(name))
+
+    def forward(self, features: torch.Tensor, dataset: str | None) -> torch.Tensor:
+        """features (..., D) of `dataset` -> standardised features (unchanged without its statistics)."""
+        if dataset not in self.datasets:
+            return features
+        mean, std = getattr(self, f"{dataset}_mean"), getattr(self, f"{dataset}_std")
+        return (features - mean.to(features.dtype)) / std.to(features.dtype)
+
+
 @ENCODERS.register("region_mlp")
 class RegionEncoder(nn.Module):
     """Region features + normalised box geometry -> hidden, and a masked-mean pooled vector.

@@ -1,0 +1,89 @@
+"""attention_fusion: outputs per task, padding, images refused, and that the text picks the region."""
+
+import pytest
+import torch
+
+from vlfw.data.batch import Sample, collate
+from vlfw.errors import ConfigError
+from vlfw.losses.standard import CrossEntropy
+from vlfw.registry import MODELS
+from vlfw.testing import task_info
+
+CONFIG = {"hidden_size": 32, "text_layers": 1, "text_heads": 2, "vocab_size": 100, "context_heads": 2}
+
+
+def build(infos, feature_size=6, **config):
+    return MODELS.get("attention_fusion")({**CONFIG, **config},
+                                          {d: task_info(dataset=d, visual="regions", region_feature_size=feature_size, **f)
+                                           for d, f in infos.items()})
+
+
+def regions(n, d=6):
+    return dict(region_features=torch.randn(n, d), region_boxes=torch.tensor([[0.0, 0.0, 8.0, 8.0]]).repeat(n, 1),
+                image_size=torch.tensor([32.0, 32.0]))
+
+
+def test_outputs_of_every_task_it_provides():
+    model = build({"vqa2": {"task": "vqa", "num_answers": 7}, "nlvr2": {"task": "nlvr2", "num_labels": 2},
+                   "refcoco": {"task": "rec"}, "snli_ve": {"task": "classification", "num_labels": 3}})
+    vqa = collate([Sample(index=i, input_ids=torch.randint(1, 100, (4 + i,)), **regions(3 + i)) for i in range(3)], "vqa2")
+    assert model(vqa)["logits"].shape == (3, 7)
+    assert model(collate([Sample(index=0, input_ids=torch.randint(1, 100, (4,)), **regions(3))], "snli_ve"))[
+        "logits"].shape == (1, 3)
+    pair = [Sample(index=i, input_ids=torch.randint(1, 100, (5,)), region_features=torch.randn(2, 3, 6),
+                   region_boxes=torch.rand(2, 3, 4) * 8, region_mask=torch.ones(2, 3, dtype=torch.bool),
+                   image_size=torch.full((2, 2), 32.0)) for i in range(2)]
+    assert model(collate(pair, "nlvr2"))["logits"].shape == (2, 2)
+    rec = collate([Sample(index=i, input_ids=torch.randint(1, 100, (4,)), **regions(2 + i)) for i in range(2)], "refcoco")
+    assert model(rec)["region_logits"].shape == (2, 3)
+
+
+def test_padding_regions_change_nothing():
+    model = build({"vqa2": {"task": "vqa", "num_answers": 5}}, dropout=0.0).eval()
+    ids = torch.randint(1, 100, (5,))
+    alone = Sample(index=0, input_ids=ids, **regions(2))
+    longer = Sample(index=1, input_ids=ids, **regions(6))
+    with torch.no_grad():
+        single = model(collate([alone], "vqa2"))["logits"]
+        padded = model(collate([alone, longer], "vqa2"))["logits"][:1]
+    torch.testing.assert_close(single, padded, rtol=1e-5, atol=1e-5)
+
+
+def test_images_are_refused_with_a_hint():
+    with pytest.raises(ConfigError, match="attention_fusion reads region features.*visual=regions"):
+        MODELS.get("attention_fusion")(CONFIG, {"vqa2": task_info(dataset="vqa2", task="vqa", num_answers=3,
+                                                                  visual="images")})
+
+
+def test_the_text_chooses_the_region():
+    """Four regions, each one-hot in one of four 'colour' dimensions and tagged by its 'shape' in
+    another four; the question names a shape (token 10 + shape), the answer is that region's
+    colour. Pooling without the question cannot tell which colour is asked for (every image holds
+    every colour once)."""
+    torch.manual_seed(0)
+    model = build({"toy": {"task": "classification", "num_labels": 4}}, feature_size=8, dropout=0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = CrossEntropy()
+
+    def make_batch(size=32):
+        samples = []
+        for i in range(size):
+            colours, shapes = torch.randperm(4), torch.randperm(4)
+            features = torch.cat([torch.eye(4)[colours], torch.eye(4)[shapes]], dim=1)
+            asked = int(torch.randint(0, 4, ()))
+            label = colours[(shapes == asked).nonzero()[0, 0]]
+            samples.append(Sample(index=i, input_ids=torch.tensor([1, 10 + asked, 2]), region_features=features,
+                                  region_boxes=torch.rand(4, 4) * 8, image_size=torch.tensor([32.0, 32.0]), label=label))
+        return collate(samples, "toy")
+
+    for _ in range(300):
+        batch = make_batch()
+        loss = loss_fn(batch, model(batch))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    batch = make_batch(256)
+    with torch.no_grad():
+        accuracy = (model(batch)["logits"].argmax(1) == batch.label).float().mean().item()
+    assert accuracy > 0.9  # chance: 0.25

@@ -1,0 +1,112 @@
+"""The core's "reads the image" baseline: question-guided attention over regions or grid cells.
+
+The late-fusion baseline pools the image before it sees the text, so a question about one object
+must be answered from a summary of all of them. This model lets the text choose what to look at,
+in the manner of bottom-up/top-down attention VQA models (Anderson et al., 2018): every region
+(or CNN grid cell) state is scored against the text with `glimpses` attention heads, the attended
+vectors are fused with the text, and the heads of vlfw read the result. Region states first pass
+`context_layers` Transformer layers over the text vector and the regions together (relations
+such as "left of the blue square" need the other regions, and which ones matter depends on the
+text), and for REC / grounding each region's state is fused with the text before the region scorer.
+
+It reuses the late-fusion model's encoders (text Transformer, region MLP, the feature
+normalisation), so the two differ only in where the text enters. Region features only
+(visual=regions): on images use late_fusion or a paper model.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from vlfw.data.batch import Batch
+from vlfw.errors import ConfigError
+from vlfw.models.base import provides
+from vlfw.models.baselines import LateFusionModel, _Fusion
+from vlfw.registry import MODELS
+from vlfw.tasks import TaskInfo
+
+_DEFAULTS = {**LateFusionModel.DEFAULT_CONFIG, "glimpses": 2, "context_layers": 1, "context_heads": 4}
+
+
+class _TextGuidedAttention(nn.Module):
+    """`glimpses` attention distributions over N states, each guided by the text vector."""
+
+    def __init__(self, hidden: int, glimpses: int, dropout: float) -> None:
+        super().__init__()
+        self.text = nn.Linear(hidden, hidden)
+        self.state = nn.Linear(hidden, hidden)
+        self.score = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, glimpses))
+        self.out = nn.Linear(glimpses * hidden, hidden)
+
+    def forward(self, text: torch.Tensor, states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """text (B, H), states (B, N, H), mask (B, N) True = real -> attended (B, H)."""
+        logits = self.score(self.state(states) * self.text(text)[:, None])  # (B, N, G)
+        if mask is not None:
+            logits = logits.masked_fill(~mask[..., None].bool(), torch.finfo(logits.dtype).min)
+        weights = logits.softmax(dim=1)
+        attended = torch.einsum("bng,bnh->bgh", weights, states)
+        return self.out(attended.flatten(1))
+
+
+@MODELS.register("attention_fusion")
+class AttentionFusionModel(LateFusionModel):
+    """Text-guided attention over region (or grid-cell) states; see the module docstring."""
+
+    DEFAULT_CONFIG = _DEFAULTS
+
+    def __init__(self, config, task_infos: Mapping[str, TaskInfo]) -> None:
+        super().__init__(config, task_infos)
+        on_images = sorted(name for name, info in self.task_infos.items() if info.visual != "regions")
+        if on_images:
+            raise ConfigError(f"attention_fusion reads region features; set dataset_config.<d>.visual=regions for "
+                              f"{on_images} (or use late_fusion)")
+        c = self.config
+        hidden, dropout = int(c.hidden_size), float(c.dropout)
+        layers = int(c.context_layers)
+        if layers > 0:
+            layer = nn.TransformerEncoderLayer(hidden, int(c.context_heads), 4 * hidden, dropout, activation="gelu",
+                                               batch_first=True, norm_first=True)
+            self.context = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        else:
+            self.context = None
+        self.attention = _TextGuidedAttention(hidden, int(c.glimpses), dropout)
+        self.region_fusion = _Fusion(hidden, dropout)
+
+    def visual_states(self, batch: Batch, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Text-aware region states (B', N, H) and mask (B', N) or None; B' = B x images per sample."""
+        _, states = self.encode_visual(batch)
+        states = states.reshape(-1, *states.shape[-2:])
+        mask = batch.get("region_mask")
+        mask = mask.reshape(-1, mask.shape[-1]).bool() if mask is not None else None
+        if self.context is not None:
+            images = states.shape[0] // text.shape[0]
+            query = text.repeat_interleave(images, dim=0)[:, None] if images > 1 else text[:, None]
+            padding = None if mask is None else torch.cat([mask.new_zeros(len(mask), 1), ~mask], dim=1)
+            states = self.context(torch.cat([query, states], dim=1), src_key_padding_mask=padding)[:, 1:]
+        return states, mask
+
+    def attend(self, text: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The fused (text, attended image) vector per image: (B', H)."""
+        states, mask = self.visual_states(batch, text)
+        images = states.shape[0] // text.shape[0]
+        text = text.repeat_interleave(images, dim=0) if images > 1 else text
+        return self.fusion(text, self.attention(text, states, mask))
+
+    @provides("vqa", "classification", features=("pooled",))
+    def pooled_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        t = self.encode_text(batch.input_ids, batch.attention_mask)
+        return {"pooled": self.attend(t, batch)}
+
+    @provides("nlvr2", features=("pooled_pair",))
+    def pair_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        t = self.encode_text(batch.input_ids, batch.attention_mask)
+        return {"pooled_pair": self.attend(t, batch).view(t.shape[0], -1)}
+
+    @provides("rec", "grounding", features=("region_states",))
+    def region_features(self, batch: Batch) -> dict[str, torch.Tensor]:
+        t = self.encode_text(batch.input_ids, batch.attention_mask)
+        states, _ = self.visual_states(batch, t)
+        return {"region_states": self.region_fusion(t[:, None].expand_as(states), states)}
