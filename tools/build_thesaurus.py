@@ -20,6 +20,7 @@ import sys
 from typing import Any, Sequence
 
 from vlfw.errors import DataError
+from vlfw.processors.anchors import read_class_names
 from vlfw.processors.thesaurus import (
     DEFAULT_OPTIONS,
     FORMAT,
@@ -36,21 +37,7 @@ DEFAULT_BACKGROUND = ("__background__",)
 
 def read_classes(path: str) -> list[list[str]]:
     """Each class as its list of aliases (first = the name), from a text or JSON class file."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as error:
-        raise DataError(f"{path}: cannot read the class file ({error})") from None
-    if text.lstrip()[:1] in ("[", "{"):  # JSON (a list); anything else is one name per line
-        try:
-            names = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}: not valid JSON at line {error.lineno} column {error.colno} ({error.msg})") from None
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise DataError(f"{path}: a JSON class file is a list of class name strings")
-        lines = names
-    else:
-        lines = text.splitlines()
+    lines = read_class_names(path)
     classes = []
     for line in lines:
         aliases = [a.strip() for a in line.split(",") if a.strip()]

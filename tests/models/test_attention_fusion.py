@@ -38,8 +38,9 @@ def test_outputs_of_every_task_it_provides():
     assert model(rec)["region_logits"].shape == (2, 3)
 
 
-def test_padding_regions_change_nothing():
-    model = build({"vqa2": {"task": "vqa", "num_answers": 5}}, dropout=0.0).eval()
+@pytest.mark.parametrize("count_glimpses", [0, 2])
+def test_padding_regions_change_nothing(count_glimpses):
+    model = build({"vqa2": {"task": "vqa", "num_answers": 5}}, dropout=0.0, count_glimpses=count_glimpses).eval()
     ids = torch.randint(1, 100, (5,))
     alone = Sample(index=0, input_ids=ids, **regions(2))
     longer = Sample(index=1, input_ids=ids, **regions(6))

@@ -28,27 +28,36 @@ from vlfw.models.baselines import LateFusionModel, _Fusion
 from vlfw.registry import MODELS
 from vlfw.tasks import TaskInfo
 
-_DEFAULTS = {**LateFusionModel.DEFAULT_CONFIG, "glimpses": 2, "context_layers": 1, "context_heads": 4}
+_DEFAULTS = {**LateFusionModel.DEFAULT_CONFIG, "glimpses": 2, "count_glimpses": 0, "context_layers": 1,
+             "context_heads": 4}
 
 
 class _TextGuidedAttention(nn.Module):
-    """`glimpses` attention distributions over N states, each guided by the text vector."""
+    """`glimpses` softmax attention distributions over N states, each guided by the text vector,
+    and `count_glimpses` sigmoid gates whose sums over the regions can count and tell whether
+    something exists (a softmax average cannot: it is the same for one red star and three)."""
 
-    def __init__(self, hidden: int, glimpses: int, dropout: float) -> None:
+    def __init__(self, hidden: int, glimpses: int, dropout: float, count_glimpses: int = 0) -> None:
         super().__init__()
+        self.glimpses, self.count_glimpses = glimpses, count_glimpses
         self.text = nn.Linear(hidden, hidden)
         self.state = nn.Linear(hidden, hidden)
-        self.score = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, glimpses))
-        self.out = nn.Linear(glimpses * hidden, hidden)
+        self.score = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, glimpses + count_glimpses))
+        self.out = nn.Linear((glimpses + count_glimpses) * hidden + count_glimpses, hidden)
 
     def forward(self, text: torch.Tensor, states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """text (B, H), states (B, N, H), mask (B, N) True = real -> attended (B, H)."""
-        logits = self.score(self.state(states) * self.text(text)[:, None])  # (B, N, G)
+        logits = self.score(self.state(states) * self.text(text)[:, None])  # (B, N, G + C)
+        soft, gate = logits[..., :self.glimpses], logits[..., self.glimpses:]
         if mask is not None:
-            logits = logits.masked_fill(~mask[..., None].bool(), torch.finfo(logits.dtype).min)
-        weights = logits.softmax(dim=1)
-        attended = torch.einsum("bng,bnh->bgh", weights, states)
-        return self.out(attended.flatten(1))
+            soft = soft.masked_fill(~mask[..., None].bool(), torch.finfo(soft.dtype).min)
+        parts = [torch.einsum("bng,bnh->bgh", soft.softmax(dim=1), states).flatten(1)]
+        if self.count_glimpses:
+            gates = gate.sigmoid()
+            if mask is not None:
+                gates = gates * mask[..., None].to(gates.dtype)
+            parts += [torch.einsum("bng,bnh->bgh", gates, states).flatten(1), gates.sum(dim=1)]
+        return self.out(torch.cat(parts, dim=-1))
 
 
 @MODELS.register("attention_fusion")
@@ -72,7 +81,7 @@ class AttentionFusionModel(LateFusionModel):
             self.context = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         else:
             self.context = None
-        self.attention = _TextGuidedAttention(hidden, int(c.glimpses), dropout)
+        self.attention = _TextGuidedAttention(hidden, int(c.glimpses), dropout, int(c.count_glimpses))
         self.region_fusion = _Fusion(hidden, dropout)
 
     def visual_states(self, batch: Batch, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
