@@ -356,7 +356,7 @@ class NativeBuilder(DatasetBuilder):
         classes = reader.num_classes()
         if classes:
             info["detector_classes"] = int(classes)
-            names = self._class_names()
+            names = self.detector_class_names()
             if names is not None and len(names) == classes:
                 info["detector_class_names"] = names
         feature_size = reader.feature_size() if hasattr(reader, "feature_size") else None
@@ -379,7 +379,8 @@ class NativeBuilder(DatasetBuilder):
         mean, std = fitted_statistics(self, int(self.option("features.normalize_samples", 1000)))
         return {"region_feature_mean": mean, "region_feature_std": std}
 
-    def _class_names(self) -> tuple[str, ...] | None:
+    def detector_class_names(self) -> tuple[str, ...] | None:
+        """The detector class names of the region features (their class file), None when unknown."""
         path = self.paths.classes
         if not path or not path_manager.exists(path):
             return None

@@ -248,7 +248,7 @@ def build_anchor_processor(builder: Any, role: str = "anchors") -> AnchorPointDe
         return None
     processor = builder.build_processor(role, tokenizer=builder.text_processor)
     if getattr(processor, "class_names", "") is None:
-        names = builder._class_names()  # the core has no public accessor yet (see docs/thesaurus.md)
+        names = builder.detector_class_names()
         if names is None:
             raise ConfigError(f"dataset_config.{builder.name}.processors.{role}: the dataset has no detector class "
                               "file; set params.class_names")
