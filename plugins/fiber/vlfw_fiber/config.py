@@ -32,7 +32,30 @@ DEFAULT_INIT_STD = 0.02
 # text_init auto: the bundled MiniLM weights for `small` (the only size whose shape they fit), random otherwise
 TEXT_INIT_AUTO = {"small": "bert"}
 
-CONFIG_CHOICES = {"size": tuple(SIZES), "text_init": ("auto", "random", "bert")}
+# model_config.fiber.grounding: the fine-grained head's settings (a dataset's
+# `heads.<dataset>: {type: fiber_grounding, params: {grounding: {...}}}` replaces them for that dataset)
+GROUNDING_DEFAULTS: dict[str, Any] = {
+    "stages": [1, 2, 3],        # Swin stages fed to the FPN (0 = stride 4); [1, 2, 3] + P6/P7 = P3-P7, GLIP's layout
+    "width": 256,               # FPN / tower width
+    "num_convs": 4,             # conv layers per tower
+    "p6p7": True,
+    "embed_dim": None,          # null = width
+    "assignment": "fcos",       # fcos | atss
+    "scale_multiplier": 8.0,
+    "center_sampling_radius": 1.5,
+    "atss_top_k": 9,
+    "anchor_scale": 8.0,
+    "atss_ensure_positive": True,
+    "focal_alpha": 0.25,
+    "focal_gamma": 2.0,
+    "loss_weights": {"token_focal": 1.0, "box_giou": 1.0, "centerness": 1.0},
+    "nms_threshold": 0.6,
+    "pre_nms_candidates": 1000,
+    "predict_k": 10,            # boxes kept per phrase in evaluation (REC reads the first)
+}
+
+CONFIG_CHOICES = {"size": tuple(SIZES), "text_init": ("auto", "random", "bert"),
+                  "grounding.assignment": ("fcos", "atss")}
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "size": "base",
@@ -61,6 +84,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # retrieval evaluation: re-rank each query's dual-encoder top `rerank_k` by the ITM head
     # (0 = dual encoder only); applied by the evaluator's re-rank step (vlfw.runner.rerank)
     "retrieval": {"rerank_k": 0, "rerank_batch_size": 64},
+    # the fine-grained stage (tasks dense_rec / dense_grounding, head fiber_grounding); see GROUNDING_DEFAULTS
+    "grounding": GROUNDING_DEFAULTS,
     "heads": {},
 }
 

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 from torchvision.models.swin_transformer import SwinTransformer
 from transformers import BertConfig, BertModel
@@ -40,13 +41,17 @@ FAMILIES = {
     "itc": r"^itc_",
     "itm_head": r"^itm_head\.",
     "mlm_head": r"^mlm_head\.",
+    # Swin's final norm: every coarse mode ends in it; the fine-grained stage reads the raw stage maps
+    "image_final_norm": r"^encoder\.image\.norm\.",
 }
-FUSED = {"image_fusion", "text_fusion", "fused_poolers"}
+FUSED = {"image_fusion", "text_fusion", "fused_poolers", "image_final_norm"}
 USES = {
     "pretraining": set(FAMILIES),
     "vqa": FUSED, "classification": FUSED, "nlvr2": FUSED,
-    "retrieval": {"itc"},
-    "captioning": {"text_fusion", "mlm_head"},
+    "retrieval": {"itc", "image_final_norm"},
+    "captioning": {"text_fusion", "mlm_head", "image_final_norm"},
+    # the fine-grained stage: both cross-attention directions (the maps and the text states are fused)
+    "dense_rec": {"image_fusion", "text_fusion"}, "dense_grounding": {"image_fusion", "text_fusion"},
 }
 
 
@@ -63,7 +68,7 @@ class FIBER(BaseModel):
 
     DEFAULT_CONFIG = DEFAULT_CONFIG
     CONFIG_CHOICES = CONFIG_CHOICES
-    TASK_HEADS = {"retrieval": "fiber_embedding"}
+    TASK_HEADS = {"retrieval": "fiber_embedding", "dense_rec": "fiber_grounding", "dense_grounding": "fiber_grounding"}
 
     def __init__(self, config, task_infos: Mapping[str, TaskInfo]) -> None:
         super().__init__(config, task_infos)
@@ -116,10 +121,16 @@ class FIBER(BaseModel):
             for i, layer in enumerate(text.layers):
                 if layer.fused and layer.image_dim != image_dim:
                     self.caption_fusion_adapters[str(i)] = nn.Linear(image_dim, layer.image_dim)
+        # the fine-grained head (fiber_grounding) reads the stage maps: their widths and strides, the text width
+        self.image_channels = list(image.widths)
+        self.image_strides = [int(s["patch_size"]) * 2 ** i for i in range(len(self.image_channels))]
         # VQA: Linear(2h, 2h)-LN-GELU-Linear(answers); NLVR2: Linear(4h, 2h)-LN-GELU-Linear(2)
         self.heads = self.build_heads(2 * hidden, dict(c.heads or {}),
-                                      head_defaults={"mlp_ratio": 1.0, "dropout": float(c.head_dropout)})
-        self.frozen_families = self._freeze_unused(tasks)
+                                      head_defaults={"mlp_ratio": 1.0, "dropout": float(c.head_dropout),
+                                                     "image_channels": self.image_channels,
+                                                     "image_strides": self.image_strides, "text_dim": hidden,
+                                                     "grounding": OmegaConf.to_container(c.grounding, resolve=True)})
+        self.frozen_families = self._freeze_unused(tasks) + self._freeze_unread_image_blocks(tasks)
         self.rerank_k = int(c.retrieval.rerank_k)
         self.rerank_batch_size = int(c.retrieval.rerank_batch_size)
         if self.rerank_k < 0 or self.rerank_batch_size < 1:
@@ -136,6 +147,27 @@ class FIBER(BaseModel):
         for name, parameter in self.named_parameters():
             if any(p.search(name) for p in patterns):
                 parameter.requires_grad_(False)
+        return frozen
+
+    def _freeze_unread_image_blocks(self, tasks: set[str]) -> list[str]:
+        """A fine-grained-only run whose heads read no map of the last stage(s) never uses the top image
+        blocks whose output reaches neither a read map nor a fused text layer: freeze them (DDP then
+        needs no find_unused_parameters). Returns their names, `image_block_<j>`."""
+        if not tasks or not tasks <= {"dense_rec", "dense_grounding"}:
+            return []
+        read = [max(head.stages) for head in self.heads.heads.values() if hasattr(head, "stages")]
+        if not read:
+            return []
+        image = self.encoder.image
+        last_read = max(j for j, (stage, _) in enumerate(image.blocks) if stage <= max(read))
+        # text layer paired with fused block j reads the image ENTERING block j: block j - 1's output
+        feeds_text = [j - 1 for j in range(image.num_blocks) if image.is_fused(j)]
+        last_used = max([last_read] + feeds_text)
+        frozen = []
+        for j in range(last_used + 1, image.num_blocks):
+            for parameter in image.block(j).parameters():
+                parameter.requires_grad_(False)
+            frozen.append(f"image_block_{j}")
         return frozen
 
     # -- inputs --------------------------------------------------------------------------------
@@ -239,6 +271,11 @@ class FIBER(BaseModel):
         return {"image_pooled": self.image_features(self._images(batch)),
                 "text_pooled": self.text_features(batch.input_ids, batch.get("attention_mask")),
                 "logit_scale": self.logit_scale()}
+
+    @provides("dense_rec", "dense_grounding", features=("image_maps", "text_states", "text_mask"))
+    def dense_features(self, batch: Batch) -> dict[str, Any]:
+        """The fine-grained stage's input (`fused_features`): the fused stage maps and text states."""
+        return self.fused_features(batch)
 
     @provides("pretraining")
     def pretraining_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
