@@ -53,7 +53,9 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_one_line(tmp_pat
     """Rank 0 writes; when its write fails, rank 1 must not wait for it in a barrier: both stop."""
     result = run_script(tmp_path / "run", "run_type=train", "training.max_updates=6", "training.checkpoint_every=3",
                         "training.callbacks=[{type: toy_full_disk, params: {at: 5}}]", nproc=2, expect=None)
-    assert result.stderr.count("exitcode  : 2 ") == 2, result.stderr[-4000:]  # torchrun's report: both ranks
+    # torchrun reports the first rank that exits with 2 and SIGTERMs the other, which may or may not
+    # have exited by then: the lines below show that both ranks stopped with their own error
+    assert result.returncode != 0 and result.stderr.count("exitcode  : 2 ") >= 1, result.stderr[-4000:]
     # counted in the whole text: the two ranks share stderr, so one's line may start inside the other's
     assert result.stderr.count("runner_toys: error: ") == 2, result.stderr[-4000:]
     assert result.stderr.count("update_6.pt: No space left on device (ENOSPC): the checkpoint of update 6 is not saved") == 1
