@@ -10,9 +10,22 @@ Warm-up steps first, then interleaved rounds (the order rotates per round). Repo
 steps/s per mode, the ratio to `backbones`, and the floating-point operations of one step
 (torch.utils.flop_counter).
 
+--decode instead times caption decoding (eval mode, no gradients) of one batch of images with the same
+weights three ways, all through `vlfw.generation.generate` (beam search, length-normalised):
+  cached     FIBER's own generation_step: every layer's self-attention keys/values are kept and only
+             the newest token runs through the decoder
+  recompute  a thin wrapper over the same model whose "cache" is the token prefix itself: every step
+             reruns the decoder over the whole prefix and keeps the last position's logits (what the
+             released FIBER code does); the image's cross-attention keys/values are computed once per
+             batch in all modes (generation_context)
+  recompute_last  the same, with the LM head on the last position only (the fairest no-cache decoder)
+It checks that all three return the same token ids, and reports seconds per batch (median of interleaved
+rounds, the order rotating per round), the ratio to `cached`, and the floating-point operations of one batch.
+
     python tools/bench/fiber_speed.py --size tiny --image-size 64 --batch 8
     python tools/bench/fiber_speed.py --size small --text-init random --image-size 224 --batch 4 --rounds 3
     python tools/bench/fiber_speed.py --device cuda --dtype bf16 --size base --image-size 384 --batch 32
+    python tools/bench/fiber_speed.py --decode --size tiny --image-size 64 --batch 8 --beams 5 --max-length 20 --gate 1
 """
 
 from __future__ import annotations
@@ -102,6 +115,91 @@ def timed(step, steps, device) -> float:
     return steps / (time.perf_counter() - start)
 
 
+class RecomputingDecoder:
+    """FIBER's generation interface without a KV cache: the cache is the token prefix, and every step runs
+    the decoder over the whole prefix (as plugins/fiber/tests/test_fiber_generation.py builds its reference)."""
+
+    def __init__(self, model, last_only: bool = False):
+        self.model = model
+        self.task_infos = model.task_infos
+        self.last_only = last_only  # run the LM head on the last position only (else on every position)
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def generation_context(self, batch):
+        return self.model.generation_context(batch)
+
+    def generation_step(self, input_ids, context, cache):
+        prefix = input_ids if cache is None else torch.cat([cache, input_ids], dim=1)
+        memory = [(context[f"keys.{i}"], context[f"values.{i}"]) if f"keys.{i}" in context else None
+                  for i in range(self.model.encoder.text.num_layers)]
+        length = prefix.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=prefix.device).tril()[None, None]
+        if not self.last_only:
+            logits, _ = self.model.decode(prefix, 0, causal, memory, None)
+            return logits[:, -1], prefix
+        x = self.model.encoder.text.embed(prefix, 0)  # FIBER.decode, its LM head on the last position only
+        for i, layer in enumerate(self.model.encoder.text.layers):
+            x, _ = layer(x, causal, image_keys_values=memory[i], past=None)
+        return self.model.mlm_head(x[:, -1]), prefix
+
+
+def bench_decoding(args, model, batch, device, dtype) -> None:
+    """Beam search with FIBER's KV cache vs recomputing the prefix: same weights, same images."""
+    from vlfw.generation import generate
+
+    model.eval()
+    options = {"max_length": args.max_length, "num_beams": args.beams, "length_penalty": args.length_penalty,
+               "min_length": 1}
+    decoders = {"cached": model, "recompute": RecomputingDecoder(model),
+                "recompute_last": RecomputingDecoder(model, last_only=True)}
+    outputs, flops = {}, {}
+
+    def run(name):
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            return generate(decoders[name], batch, **options)
+
+    for name in decoders:  # warm-up, counted
+        counter = FlopCounterMode(display=False)
+        with counter:
+            outputs[name] = run(name)
+        flops[name] = counter.get_total_flops()
+    seconds = {name: [] for name in decoders}
+    names = list(decoders)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            tokens = run(name)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds[name].append(time.perf_counter() - start)
+            if not torch.equal(tokens, outputs[name]):
+                raise RuntimeError(f"{name} decoding is not deterministic across rounds")
+    cached = outputs["cached"]
+    same = {name: (outputs[name].shape == cached.shape and torch.equal(outputs[name], cached),
+                   sum(a.tolist() == b.tolist() for a, b in zip(cached, outputs[name]))) for name in names[1:]}
+    eos = model.task_infos[batch.dataset_name].text.sep_id
+    lengths = [int((row != 0).sum()) - 1 for row in cached]  # tokens after bos, eos included
+    print(f"size={args.size} fusion_layers={model.fusion_layers} image={args.image_size}px batch={args.batch} "
+          f"beams={args.beams} max_length={args.max_length} length_penalty={args.length_penalty} "
+          f"gate={args.gate} lm_scale={args.lm_scale} "
+          f"threads={args.threads} rounds={args.rounds} "
+          f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'} {args.dtype}, "
+          f"torch {torch.__version__})")
+    equal = ", ".join(f"{name} {ok} ({rows}/{len(cached)} rows)" for name, (ok, rows) in same.items())
+    print(f"same token ids as cached: {equal}; generated lengths {min(lengths)}-"
+          f"{max(lengths)} (max {args.max_length}), {int((cached == eos).any(dim=1).sum())}/{len(cached)} end in eos; "
+          f"distinct captions {len({tuple(row.tolist()) for row in cached})}")
+    print("| decoding | s/batch median | best | vs cached | GFLOP/batch |\n|---|---|---|---|---|")
+    base = statistics.median(seconds["cached"])
+    for name in names:
+        median = statistics.median(seconds[name])
+        print(f"| {name} | {median:.3f} | {min(seconds[name]):.3f} | {median / base:.2f} | {flops[name] / 1e9:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", choices=("tiny", "small", "base", "large"))
@@ -116,6 +214,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--decode", action="store_true",
+                        help="time caption beam search with the KV cache vs recomputing the prefix instead")
+    parser.add_argument("--beams", type=int, default=5)
+    parser.add_argument("--max-length", type=int, default=20, help="--decode: tokens generated after bos")
+    parser.add_argument("--length-penalty", type=float, default=1.0)
+    parser.add_argument("--gate", type=float, default=None,
+                        help="--decode: set every fusion_gate to this (random init: the gates start at 0, so the "
+                             "image would not reach the captions)")
+    parser.add_argument("--lm-scale", type=float, default=None,
+                        help="--decode: multiply the LM head's weight by this (a peaked vocabulary, as "
+                             "test_fiber_generation.py does: distinct hypotheses instead of near-ties)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -127,6 +236,17 @@ def main() -> None:
                   attention_mask=torch.ones_like(ids)).to(device)
     batch.dataset_name = "coco_captioning"
     model = build_fiber(args, device)
+    if args.decode:
+        if args.gate is not None:
+            with torch.no_grad():
+                for name, parameter in model.named_parameters():
+                    if name.endswith("fusion_gate"):
+                        parameter.fill_(args.gate)
+        if args.lm_scale is not None:
+            with torch.no_grad():
+                model.mlm_head.decoder.weight.mul_(args.lm_scale)
+        bench_decoding(args, model, batch, device, dtype)
+        return
     backbones, backbone_loss = build_backbones(model, device)
     labels = torch.randint(0, 2, (args.batch,), device=device)
     steps = {"backbones": make_step(backbones, backbone_loss, batch, labels, dtype)}
