@@ -34,8 +34,9 @@ _DEFAULTS = {**LateFusionModel.DEFAULT_CONFIG, "glimpses": 2, "count_glimpses": 
 
 class _TextGuidedAttention(nn.Module):
     """`glimpses` softmax attention distributions over N states, each guided by the text vector,
-    and `count_glimpses` sigmoid gates whose sums over the regions can count and tell whether
-    something exists (a softmax average cannot: it is the same for one red star and three)."""
+    and `count_glimpses` sigmoid gates whose sums over the regions (soft counts of the regions the
+    text selects) can count and tell whether something exists: a softmax average cannot, it is
+    the same for one red star and for three. The counts enter through a small MLP."""
 
     def __init__(self, hidden: int, glimpses: int, dropout: float, count_glimpses: int = 0) -> None:
         super().__init__()
@@ -43,7 +44,9 @@ class _TextGuidedAttention(nn.Module):
         self.text = nn.Linear(hidden, hidden)
         self.state = nn.Linear(hidden, hidden)
         self.score = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, glimpses + count_glimpses))
-        self.out = nn.Linear((glimpses + count_glimpses) * hidden + count_glimpses, hidden)
+        self.out = nn.Linear(glimpses * hidden + (hidden if count_glimpses else 0), hidden)
+        if count_glimpses:
+            self.counts = nn.Sequential(nn.Linear(count_glimpses, hidden), nn.GELU(), nn.Linear(hidden, hidden))
 
     def forward(self, text: torch.Tensor, states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """text (B, H), states (B, N, H), mask (B, N) True = real -> attended (B, H)."""
@@ -56,7 +59,7 @@ class _TextGuidedAttention(nn.Module):
             gates = gate.sigmoid()
             if mask is not None:
                 gates = gates * mask[..., None].to(gates.dtype)
-            parts += [torch.einsum("bng,bnh->bgh", gates, states).flatten(1), gates.sum(dim=1)]
+            parts.append(self.counts(gates.sum(dim=1)))
         return self.out(torch.cat(parts, dim=-1))
 
 
