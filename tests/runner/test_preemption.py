@@ -107,7 +107,9 @@ def test_under_torchrun_every_rank_stops_after_the_same_update(tmp_path):
     overrides = ["training.checkpoint_every=4", "training.eval_every=4", "checkpoint.keep_last=10"]
     save_dir = tmp_path / "run"
     result = run_script(save_dir, *overrides, terminate_at(5, ranks=[1]), nproc=2, expect=None)
-    assert result.stderr.count("exitcode  : 143") == 2, result.stderr[-4000:]  # torchrun's report of both ranks
+    # torchrun reports the first rank that exits (143) and SIGTERMs the other, which may or may not
+    # have exited by then: the lines below show that both ranks stopped after update 5 on their own
+    assert result.returncode != 0 and result.stderr.count("exitcode  : 143") >= 1, result.stderr[-4000:]
     # counted in the whole text: the two ranks share stderr, so one's line may start inside the other's
     assert result.stderr.count("runner_toys: ") == 2, result.stderr[-4000:]
     assert result.stderr.count("runner_toys: stopped on SIGTERM after update 5 of 12; ") == 2
