@@ -1,25 +1,11 @@
 """ATSS assignment (the paper's choice) on hand-made boxes."""
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from vlfw.processors.boxes import box_iou
-
-
-def _import_grounding():
-    try:
-        return importlib.import_module("vlfw_fiber.grounding")
-    except ModuleNotFoundError:  # the plugin is not installed: import it from this checkout
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        return importlib.import_module("vlfw_fiber.grounding")
-
-
-grounding = _import_grounding()
-atss = importlib.import_module("vlfw_fiber.grounding.atss")
+from vlfw_fiber import grounding
+from vlfw_fiber.grounding import atss
 
 
 def test_anchors_are_squares_of_scale_times_stride():

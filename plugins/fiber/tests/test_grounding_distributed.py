@@ -1,27 +1,15 @@
 """The grounding losses across 2 gloo ranks (one image each, unequal positive counts) give the
 one-process loss and, after DDP's gradient mean, the one-process gradient of the 2-image batch."""
 
-import importlib
 import os
-import sys
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from vlfw.testing import free_port
+from vlfw_fiber import grounding
 
-
-def _import_grounding():
-    try:
-        return importlib.import_module("vlfw_fiber.grounding")
-    except ModuleNotFoundError:  # the plugin is not installed: import it from this checkout
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        return importlib.import_module("vlfw_fiber.grounding")
-
-
-grounding = _import_grounding()
 WORLD = 2
 
 

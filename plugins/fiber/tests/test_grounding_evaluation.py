@@ -1,22 +1,9 @@
 """REC Acc@0.5 and grounding Recall@k (ANY-box) on predicted boxes."""
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-
-def _import_grounding():
-    try:
-        return importlib.import_module("vlfw_fiber.grounding")
-    except ModuleNotFoundError:  # the plugin is not installed: import it from this checkout
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        return importlib.import_module("vlfw_fiber.grounding")
-
-
-grounding = _import_grounding()
+from vlfw_fiber import grounding
 
 GT = torch.tensor([0.0, 0.0, 10.0, 10.0])
 

@@ -1,24 +1,12 @@
 """FPN, language-aware dense head, post-processing and a tiny overfitting run of GroundingHead."""
 
-import importlib
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-
-def _import_grounding():
-    try:
-        return importlib.import_module("vlfw_fiber.grounding")
-    except ModuleNotFoundError:  # the plugin is not installed: import it from this checkout
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        return importlib.import_module("vlfw_fiber.grounding")
-
-
-grounding = _import_grounding()
-box_iou = importlib.import_module("vlfw.processors.boxes").box_iou
+from vlfw.processors.boxes import box_iou
+from vlfw_fiber import grounding
 
 IN_CHANNELS = [8, 16, 24]
 STRIDES = (8, 16, 32)

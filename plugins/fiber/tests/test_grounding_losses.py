@@ -1,23 +1,12 @@
 """Losses of the FIBER grounding stage: token focal loss, centerness-weighted GIoU, centerness BCE."""
 
 import importlib
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss
 
-
-def _import_grounding():
-    try:
-        return importlib.import_module("vlfw_fiber.grounding")
-    except ModuleNotFoundError:  # the plugin is not installed: import it from this checkout
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        return importlib.import_module("vlfw_fiber.grounding")
-
-
-grounding = _import_grounding()
+from vlfw_fiber import grounding
 
 
 def _focal_by_hand(logits, targets, alpha=0.25, gamma=2.0):

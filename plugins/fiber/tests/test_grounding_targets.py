@@ -1,23 +1,11 @@
 """FCOS target assignment and the target builders of the FIBER grounding stage."""
 
-import importlib
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-
-def _import_grounding():
-    try:
-        return importlib.import_module("vlfw_fiber.grounding")
-    except ModuleNotFoundError:  # the plugin is not installed: import it from this checkout
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        return importlib.import_module("vlfw_fiber.grounding")
-
-
-grounding = _import_grounding()
+from vlfw_fiber import grounding
 
 
 def _ranges(n, lo=0.0, hi=math.inf):
