@@ -9,7 +9,8 @@ REGISTERING_MODULES = [
     "vlfw.processors.anchors", "vlfw.processors.answers", "vlfw.processors.image", "vlfw.processors.masking",
     "vlfw.processors.text",
     # dataset builders
-    "vlfw.datasets.captions", "vlfw.datasets.cc3m", "vlfw.datasets.flickr30k_entities", "vlfw.datasets.nlvr2",
+    "vlfw.datasets.captions", "vlfw.datasets.cc3m", "vlfw.datasets.flickr30k_entities", "vlfw.datasets.image_text_shards",
+    "vlfw.datasets.nlvr2",
     "vlfw.datasets.refcoco", "vlfw.datasets.snli_ve", "vlfw.datasets.vcr", "vlfw.datasets.vqa2",
     # tasks, heads, encoders, models
     "vlfw.tasks", "vlfw.modules.heads", "vlfw.modules.encoders", "vlfw.models.baselines", "vlfw.models.attention",

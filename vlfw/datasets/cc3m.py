@@ -11,6 +11,8 @@ from vlfw.data.batch import Sample
 from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
 from vlfw.datasets.readers import make_feature_reader
 from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, path_manager, require_files
+from vlfw.datasets.shard_builder import ShardSourceMixin
+from vlfw.datasets.shards import shard_regions
 from vlfw.errors import DataError
 from vlfw.registry import DATASETS
 
@@ -38,28 +40,59 @@ class CC3MMapper(NativeMapper):
         else:
             sample.input_ids = encoded["input_ids"]
         sample.token_type_ids = encoded["token_type_ids"]
-        where = f"row {record['row']}"
         if self.visual == "images":
-            sample.update(self.load_image(record["path"], where, generator)[0])
+            sample.update(self.record_image(record, generator))
         else:
-            name = f"{record['row']:08d}"
-            sample.update(self.split_readers[record["native"]].read(str(record["row"]), name, where))
+            sample.update(self.record_regions(record))
             if self.region_masking is not None and self.region_masking.enabled:
                 sample.masked_regions = self.region_masking(len(sample.region_features), generator)
         return sample
 
+    def record_image(self, record: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """{"image", "image_size"} of a record (the shard mapper reads them from the tar member)."""
+        return self.load_image(record["path"], f"row {record['row']}", generator)[0]
+
+    def record_regions(self, record: dict) -> dict[str, torch.Tensor]:
+        name = f"{record['row']:08d}"
+        return self.split_readers[record["native"]].read(str(record["row"]), name, f"row {record['row']}")
+
+
+class CC3MShardMapper(CC3MMapper):
+    """The CC3M mapper on a shard sample: the image decoded from its tar member, the regions from
+    its .npy / .boxes.npy / .json members; everything else exactly as CC3MMapper."""
+
+    def __init__(self, *, max_regions: int = 36, **parts: Any) -> None:
+        super().__init__(**parts)
+        self.max_regions = int(max_regions)
+
+    def record_image(self, record: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        where = f"sample {record['key']}"
+        if "image" not in record:
+            raise BadRecordError(record["shard"], where, "no image member", kind="image")
+        image = self.image_reader.decode(record["image"], record["shard"], f"{where} ({record['image_member']})")
+        width, height = image.size
+        tensor, _ = self.image(image, None, train=self.train, generator=generator)
+        return {"image": tensor, "image_size": torch.tensor([width, height], dtype=torch.float32)}
+
+    def record_regions(self, record: dict) -> dict[str, torch.Tensor]:
+        return shard_regions(record, self.max_regions)
+
 
 @DATASETS.register("cc3m")
-class CC3MBuilder(NativeBuilder):
+class CC3MBuilder(ShardSourceMixin, NativeBuilder):
     """`caption<TAB>url` TSVs; images `<image_dir>/<training|validation>/<row:08d>.jpg` by 0-based
     row. Rows whose image (or, with regions, whose feature record) is missing are dropped at
     build time and counted. With processors.masking (whole_word_masking) probability > 0,
     `input_ids` are whole-word masked and `mlm_labels` added; with processors.region_masking
-    (region_masking) probability > 0, `masked_regions` (N,) bool."""
+    (region_masking) probability > 0, `masked_regions` (N,) bool. With `shards` (a spec, or
+    {split: spec}), those splits are read from webdataset tar shards instead (vlfw.datasets.shards)."""
 
     TASK = "pretraining"
     MAPPER = CC3MMapper
+    SHARD_MAPPER = CC3MShardMapper
     DEFAULT_CONFIG = dataset_defaults(
+        shards=None,  # webdataset shards: a spec (the train split) or {split: spec}; see docs/datasets.md
+        shard_shuffle_buffer=1000,  # samples in the shuffle buffer of each shard stream (<= 1: no shuffling)
         splits={"train": ["train"], "val": ["val"]},
         processors={"masking": {"type": "whole_word_masking", "params": {"probability": 0.15}},
                     "region_masking": {"type": "region_masking", "params": {"probability": 0.0}}},
@@ -128,6 +161,8 @@ class CC3MBuilder(NativeBuilder):
         return readers[native]
 
     def class_probability_reader(self):
+        if self.option("shards") is not None:
+            return self.shard_feature_info()
         return self.reader_for(self.native_splits("train")[0])
 
     def mapper_feature_reader(self, split: str) -> None:
@@ -135,7 +170,7 @@ class CC3MBuilder(NativeBuilder):
 
     def mapper_arguments(self, split: str) -> dict[str, Any]:
         arguments = super().mapper_arguments(split)
-        if self.visual == "regions":
+        if self.visual == "regions" and self.shard_spec(split) is None:
             arguments["split_readers"] = {n: self.reader_for(n) for n in self.check_natives(split)}
         arguments["masking"] = self.build_processor("masking", tokenizer=self.text_processor)
         arguments["region_masking"] = self.build_processor("region_masking")

@@ -38,6 +38,11 @@ class ImageReader:
             raise BadRecordError(path, where, "image file not found", kind="image") from None
         except OSError as error:
             raise BadRecordError(path, where, f"cannot read image file ({error})", kind="image") from None
+        return self.decode(data, path, record)
+
+    def decode(self, data: bytes, path: str, record: str = "") -> Image.Image:
+        """The image in `data` (the bytes of `path`, e.g. a member of a tar shard) as EXIF-free RGB."""
+        where = f"{record}" if record else "image"
         try:
             with Image.open(io.BytesIO(data)) as image:
                 image.load()

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from vlfw.data.multitask import DatasetStream, MultitaskIterator, build_iteration_strategy
+from vlfw.data.streaming import StreamingDatasetStream, check_streaming
 from vlfw.datasets.base import DatasetBuilder
 from vlfw.errors import ConfigError
 from vlfw.losses.base import Loss
@@ -157,8 +158,13 @@ def build_streams(config: DictConfig, context: DistributedContext, builders: dic
             raise ConfigError(
                 f"the batch size of {name!r} ({global_batch}) must be divisible by ranks x accumulation "
                 f"steps ({world} x {accumulation})")
-        streams[name] = DatasetStream(
-            name, builder.build("train"), builder.collate, global_batch // (world * accumulation),
+        dataset = builder.build("train")
+        stream_class = DatasetStream
+        if isinstance(dataset, torch.utils.data.IterableDataset):  # webdataset shards (vlfw.datasets.shards)
+            check_streaming(name, dataset)
+            stream_class = StreamingDatasetStream
+        streams[name] = stream_class(
+            name, dataset, builder.collate, global_batch // (world * accumulation),
             world, context.rank, int(config.seed), int(training.num_workers), pin_memory)
     strategy = build_iteration_strategy(config.multitask, {n: len(s.dataset) for n, s in streams.items()},
                                         int(config.seed))
