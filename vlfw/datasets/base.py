@@ -152,6 +152,12 @@ class DatasetBuilder:
     def collate(self, samples: Sequence[Sample]) -> Batch:
         return collate(samples, self.name, self.pad_values())
 
+    def predict_record(self, inputs: dict[str, Any]) -> tuple[dict, list[str] | None]:
+        """A record in this dataset's own layout from a predictor's text inputs (vlfw.inference),
+        and the image stems its mapper will ask for, in the order of the visual inputs (None: one
+        visual input). The evaluation mapper turns it into the sample evaluation would build."""
+        raise DataError(f"dataset {self.name!r} takes no raw inputs for prediction")
+
     def predictions_file(self, split: str) -> str:
         """The file name of `split`'s predictions under <save_dir>/predictions/."""
         return f"{self.name}_{split}.json"
@@ -160,6 +166,11 @@ class DatasetBuilder:
         """Rows of the benchmark's official submission format for one batch."""
         raise NotImplementedError(f"dataset {self.name!r} writes no prediction files")
 
+    def split_predictions(self, dataset: Any, metrics: Sequence[Any]) -> Any:
+        """The predictions of a file that needs the whole split at once (retrieval rankings), made
+        from the gathered `metrics` after the pass; None: the file is made of `format_predictions` rows."""
+        return None
+
     def write_predictions(self, predictions: list[dict], path: str) -> None:
-        """Write rows from `format_predictions` in the official submission format."""
+        """Write rows from `format_predictions` (or `split_predictions`) in the official submission format."""
         raise NotImplementedError(f"dataset {self.name!r} writes no prediction files")

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any, Sequence
 
 import torch
 
-from vlfw.data.batch import Sample, pad_stack
+from vlfw.data.batch import Batch, Sample, pad_stack
 from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
+from vlfw.datasets.predictions import write_json
 from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, json_kind, read_json_list, require_files
 from vlfw.registry import DATASETS
+
+log = logging.getLogger(__name__)
 
 KARPATHY_SPLITS = {"train": ["train", "restval"], "val": ["val"], "test": ["test"]}
 # decoding settings the evaluator passes to model.generate for the captioning builders
 GENERATION_DEFAULTS = {"max_length": 30, "num_beams": 5, "length_penalty": 1.0, "min_length": 1}
+
+
+def sentence_id(sentence: dict, image_id: int, position: int) -> int | str:
+    """A caption's id in prediction files: its Karpathy `sentid`, else "<image_id>_<position>"."""
+    value = sentence.get("sentid")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return f"{image_id}_{position}"
 
 
 class CaptionsMapper(NativeMapper):
@@ -107,13 +120,15 @@ class KarpathyCaptionsBuilder(NativeBuilder):
                 image_id = int(entry["cocoid"]) if not self.FLICKR and "cocoid" in entry else int(stem.split("_")[-1])
             except (ValueError, KeyError):
                 image_id = int(entry.get("imgid", position))
-            captions = [s.get("raw", "").strip() for s in entry.get("sentences", []) if isinstance(s, dict)]
-            captions = [c for c in captions if c]
-            if not captions:
+            sentences = [(s.get("raw", "").strip(), sentence_id(s, image_id, k))
+                         for k, s in enumerate(entry.get("sentences", [])) if isinstance(s, dict)]
+            sentences = [(c, i) for c, i in sentences if c]
+            if not sentences:
                 bad.handle(BadRecordError(path, where, "no non-empty caption"))
                 continue
             records.append({"image_id": image_id, "path": self.image_path(entry), "stem": stem,
-                            "split": entry["split"], "captions": captions, "where": where})
+                            "split": entry["split"], "captions": [c for c, _ in sentences],
+                            "sentids": [i for _, i in sentences], "where": where})
         return records
 
     def read_records(self, split: str, bad: BadRecordCounter) -> list[dict]:
@@ -123,6 +138,14 @@ class KarpathyCaptionsBuilder(NativeBuilder):
 
     def eval_records(self, images: list[dict]) -> list[dict]:
         raise NotImplementedError
+
+    def predict_record(self, inputs: dict[str, Any]) -> tuple[dict, list[str] | None]:
+        """Retrieval: the texts to embed (`texts`); captioning: none (the first caption is a
+        placeholder the mapper encodes; generation starts from the bos token)."""
+        texts = [str(t) for t in (inputs.get("texts") or [""])]
+        image = {"image_id": 0, "path": "predict.jpg", "stem": "predict", "split": self.native_splits("val")[0],
+                 "captions": texts, "where": "prediction input"}
+        return self.eval_records([image])[0], None
 
 
 def per_caption(images: list[dict]) -> list[dict]:
@@ -145,6 +168,36 @@ class RetrievalBuilder(KarpathyCaptionsBuilder):
     def eval_records(self, images: list[dict]) -> list[dict]:
         return images
 
+    RANKING_LENGTH = 10  # candidates per query in the ranking file (R@1/5/10)
+
+    def split_predictions(self, dataset: Any, metrics: Sequence[Any]) -> dict | None:
+        """The ranking file, from the `retrieval_recall` metric's embeddings of the whole split:
+        {"top_k", "text_to_image": [{"sentid", "image_ids"}], "image_to_text": [{"image_id", "sentids"}]},
+        each list best first, ordered so that the in-run recalls follow from it exactly."""
+        from vlfw.metrics.retrieval import RetrievalRecall, top_candidates
+
+        metric = next((m for m in metrics if isinstance(m, RetrievalRecall)), None)
+        if metric is None:
+            return None
+        if metric.rerank_k:
+            log.warning("%s: the re-ranked order (rerank_k %d) is not written; no ranking file", self.name,
+                        metric.rerank_k)
+            return None
+        pools = metric.pools()
+        text_lists, image_lists = top_candidates(pools.image_embeddings, pools.text_embeddings, pools.text_to_image,
+                                                 self.RANKING_LENGTH, metric.chunk_size)
+        records = [dataset.records[int(key)] for key in pools.image_keys]
+        image_ids = [record["image_id"] for record in records]
+        sentids = [records[int(i)]["sentids"][int(slot)] for i, slot in zip(pools.text_to_image, pools.text_slots)]
+        return {"top_k": self.RANKING_LENGTH,
+                "text_to_image": [{"sentid": sentids[t], "image_ids": [image_ids[i] for i in row]}
+                                  for t, row in enumerate(text_lists.tolist())],
+                "image_to_text": [{"image_id": image_ids[i], "sentids": [sentids[t] for t in row]}
+                                  for i, row in enumerate(image_lists.tolist())]}
+
+    def write_predictions(self, predictions: Any, path: str) -> None:
+        write_json(predictions, path)
+
 
 class CaptioningBuilder(KarpathyCaptionsBuilder):
     """Train: one sample per (image, caption) for teacher forcing. Val/test: one per image,
@@ -161,6 +214,18 @@ class CaptioningBuilder(KarpathyCaptionsBuilder):
 
     def eval_records(self, images: list[dict]) -> list[dict]:
         return [dict(image, caption=image["captions"][0], caption_index=None) for image in images]
+
+    def format_predictions(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> list[dict]:
+        """The COCO caption results [{"image_id", "caption"}], decoded as `caption_metrics` decodes."""
+        from vlfw.metrics.captioning import decode_caption
+
+        tokenizer = self.text_processor
+        generated = outputs["generated_ids"].detach().cpu()
+        return [{"image_id": int(image_id), "caption": decode_caption(ids, tokenizer.sep_id, tokenizer)}
+                for image_id, ids in zip(batch["image_id"], generated)]
+
+    def write_predictions(self, predictions: list[dict], path: str) -> None:
+        write_json(predictions, path)
 
 
 @DATASETS.register("coco_retrieval")

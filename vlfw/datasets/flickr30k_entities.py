@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ElementTree
+from typing import Any
 
 import torch
 
-from vlfw.data.batch import Sample
+from vlfw.data.batch import Batch, Sample
 from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
+from vlfw.datasets.predictions import boxes_in_original_pixels, write_json
 from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, path_manager, require_files
 from vlfw.errors import DataError
+from vlfw.metrics.rec import masked_region_logits
 from vlfw.processors.boxes import box_iou
 from vlfw.registry import DATASETS
 
@@ -73,7 +76,8 @@ class Flickr30kEntitiesMapper(NativeMapper):
             sample.region_boxes, sample.gt_boxes = moved[: len(candidates)], moved[len(candidates):]
         if len(candidates) == 0:
             raise DataError(f"{where}: no candidate boxes")
-        sample.region_targets = (box_iou(candidates, gt).max(dim=1).values >= 0.5).float()
+        if len(gt):  # a predictor's record has no ground-truth boxes
+            sample.region_targets = (box_iou(candidates, gt).max(dim=1).values >= 0.5).float()
         return sample
 
 
@@ -91,6 +95,14 @@ class Flickr30kEntitiesBuilder(NativeBuilder):
         losses=[{"type": "rec_bce", "params": {}}],
         metrics=[{"type": "grounding_recall", "params": {}}],
     )
+
+    def predict_record(self, inputs: dict[str, Any]) -> tuple[dict, list[str] | None]:
+        """`expression` (the phrase), optional `sentence` (default: the phrase) and, with
+        visual=images, the candidate `boxes` ([x1, y1, x2, y2] pixels)."""
+        phrase = str(inputs["expression"]).strip()
+        return {"id": "predict", "native": self.native_splits("val")[0], "image_id": "predict", "phrase": phrase,
+                "sentence": str(inputs.get("sentence") or phrase), "types": ["other"], "gt_boxes": [],
+                "all_boxes": [list(map(float, b)) for b in (inputs.get("boxes") or [])]}, None
 
     def read_records(self, split: str, bad: BadRecordCounter) -> list[dict]:
         natives = self.native_splits(split)
@@ -133,3 +145,20 @@ class Flickr30kEntitiesBuilder(NativeBuilder):
                                         "gt_boxes": chains[phrase["chain"]], "all_boxes": all_boxes,
                                         "image_size": (width, height), "id": f"{image_id}_{number}_{k}"})
         return records
+
+    def format_predictions(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> list[dict]:
+        """[{"id", "image_id", "phrase", "boxes" [[x1, y1, x2, y2], ...] in original image pixels, best first,
+        "scores"}]: every candidate of the phrase ranked as `grounding_recall` ranks them."""
+        logits = masked_region_logits(outputs["region_logits"], batch.get("region_mask")).cpu()
+        regions = torch.as_tensor(batch["region_boxes"]).float().cpu()
+        rows = []
+        for i, (phrase_id, image_id, phrase) in enumerate(zip(batch["id"], batch["image_id"], batch["phrase"])):
+            real = int(torch.isfinite(logits[i]).sum())
+            order = logits[i].argsort(descending=True, stable=True)[:real]
+            boxes = boxes_in_original_pixels(regions[i][order][None], batch.select([i]), self.visual)[0]
+            rows.append({"id": str(phrase_id), "image_id": str(image_id), "phrase": str(phrase), "boxes": boxes,
+                         "scores": logits[i][order].tolist()})
+        return rows
+
+    def write_predictions(self, predictions: list[dict], path: str) -> None:
+        write_json(predictions, path)

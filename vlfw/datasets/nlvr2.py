@@ -124,6 +124,12 @@ class NLVR2Builder(NativeBuilder):
                                 "directory": None if row.get("directory") is None else str(row["directory"])})
         return records
 
+    def predict_record(self, inputs: dict[str, Any]) -> tuple[dict, list[str] | None]:
+        identifier = "predict-0-0-0"
+        record = {"identifier": identifier, "sentence": str(inputs["statement"]).strip(),
+                  "native": self.native_splits("val")[0], "label": None, "directory": None}
+        return record, list(image_stems(identifier))
+
     def format_predictions(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> list[dict]:
         """[{"identifier", "prediction": "True"|"False"}] from the argmax of `logits`."""
         best = outputs["logits"].argmax(dim=-1).tolist()

@@ -7,10 +7,12 @@ from typing import Any
 import torch
 
 from vlfw import restricted_pickle
-from vlfw.data.batch import Sample
+from vlfw.data.batch import Batch, Sample
 from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
+from vlfw.datasets.predictions import boxes_in_original_pixels, write_json
 from vlfw.datasets.records import BadRecordCounter, BadRecordError, join, path_manager, read_json, read_json_list, require_files
 from vlfw.errors import DataError
+from vlfw.metrics.rec import masked_region_logits
 from vlfw.processors.boxes import box_iou, xywh_to_xyxy
 from vlfw.registry import DATASETS
 
@@ -47,6 +49,8 @@ class RefCocoMapper(NativeMapper):
     """An expression record -> tokens, candidate boxes (detector regions, or the image's COCO
     instance boxes from `image_boxes`), `region_targets` and `gt_box`."""
 
+    NEEDS_CANDIDATES = True  # the model chooses among candidate boxes (a box-predicting head does not)
+
     def __init__(self, *, image_boxes: dict[int, list] | None = None, **parts: Any) -> None:
         super().__init__(**parts)
         self.image_boxes = image_boxes or {}  # image_id -> COCO xywh boxes of its instances (visual=images)
@@ -55,21 +59,29 @@ class RefCocoMapper(NativeMapper):
         sample = Sample(index=index, id=record["sent_id"], split=record["split"], image_id=record["image_id"],
                         ref_id=record["ref_id"], ann_id=record["ann_id"], expression=record["text"])
         self.encode(sample, record["text"])
-        gt = xywh_to_xyxy(torch.tensor([record["bbox"]], dtype=torch.float32))
+        known = record.get("bbox") is not None  # None: a predictor's record (no referred box)
+        gt = xywh_to_xyxy(torch.tensor([record["bbox"] if known else [0.0, 0.0, 1.0, 1.0]], dtype=torch.float32))
         where = f"sent_id {record['sent_id']}"
         if self.visual == "regions":
             stem = record["file_name"].rsplit(".", 1)[0]
             sample.update(self.load_regions(str(record["image_id"]), stem, where))
             candidates = sample.region_boxes
-            sample.gt_box = gt[0]
+            if known:
+                sample.gt_box = gt[0]
         else:
-            boxes = self.image_boxes.get(record["image_id"], [])
+            boxes = record.get("candidate_boxes") or self.image_boxes.get(record["image_id"], [])
             candidates = xywh_to_xyxy(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
             path = join(self.paths.image_dir, "train2014", record["file_name"])
             fields, moved = self.load_image(path, where, generator, torch.cat([candidates, gt]))
             sample.update(fields)
-            sample.region_boxes, sample.gt_box = moved[:-1], moved[-1]
-        sample.region_targets = (box_iou(candidates, gt)[:, 0] > 0.5).float()
+            sample.region_boxes = moved[:-1]
+            if known:
+                sample.gt_box = moved[-1]
+        if not known and self.NEEDS_CANDIDATES and len(candidates) == 0:
+            raise DataError("no candidate boxes to choose the referred object from: give boxes (x, y, w, h) "
+                            "or region features")
+        if known:
+            sample.region_targets = (box_iou(candidates, gt)[:, 0] > 0.5).float()
         return sample
 
 
@@ -143,12 +155,34 @@ class RefCocoBuilder(NativeBuilder):
                                 "split": ref["split"], "bbox": list(bbox)})
         return records
 
+    def predict_record(self, inputs: dict[str, Any]) -> tuple[dict, list[str] | None]:
+        """`expression`; with visual=images the candidate boxes `boxes` ([x, y, w, h] pixels)."""
+        boxes = [list(map(float, b)) for b in (inputs.get("boxes") or [])]
+        return {"sent_id": 0, "ref_id": 0, "ann_id": 0, "image_id": 0, "file_name": "predict.jpg",
+                "text": str(inputs["expression"]).strip(), "split": self.native_splits("val")[0], "bbox": None,
+                "candidate_boxes": boxes}, None
+
     def mapper_arguments(self, split: str) -> dict[str, Any]:
         arguments = super().mapper_arguments(split)
         if self.visual == "images":  # the candidates: every COCO instance box of the image
             arguments["image_boxes"] = {image_id: [a["bbox"] for a in annotations]
                                         for image_id, annotations in self.instances()["by_image"].items()}
         return arguments
+
+    def format_predictions(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> list[dict]:
+        """[{"sent_id", "ref_id", "image_id", "box" [x1, y1, x2, y2] in original image pixels, "score"}]:
+        the top candidate of each expression (the one `rec_accuracy` scores)."""
+        logits = masked_region_logits(outputs["region_logits"], batch.get("region_mask")).cpu()
+        choice = logits.argmax(dim=-1)
+        rows = torch.arange(len(choice))
+        boxes = torch.as_tensor(batch["region_boxes"]).float().cpu()[rows, choice]
+        boxes = boxes_in_original_pixels(boxes, batch, self.visual)
+        scores = logits[rows, choice].tolist()
+        return [{"sent_id": int(sent), "ref_id": int(ref), "image_id": int(image), "box": box, "score": score}
+                for sent, ref, image, box, score in zip(batch["id"], batch["ref_id"], batch["image_id"], boxes, scores)]
+
+    def write_predictions(self, predictions: list[dict], path: str) -> None:
+        write_json(predictions, path)
 
 
 @DATASETS.register("refcoco")

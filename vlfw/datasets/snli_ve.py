@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
-from vlfw.data.batch import Sample
+from vlfw.data.batch import Batch, Sample
 from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
+from vlfw.datasets.predictions import write_json
 from vlfw.datasets.records import BadRecordCounter, BadRecordError, iter_json_lines, join, path_manager, require_files
 from vlfw.registry import DATASETS
 
@@ -45,7 +46,8 @@ class SnliVeMapper(NativeMapper):
             sample.update(self.load_image(path, where, generator)[0])
         else:
             sample.update(self.load_regions(record["image_id"], record["image_id"], where))
-        sample.label = torch.tensor(record["label"], dtype=torch.long)
+        if record.get("label") is not None:  # None: a predictor's record
+            sample.label = torch.tensor(record["label"], dtype=torch.long)
         return sample
 
 
@@ -98,5 +100,17 @@ class SnliVeBuilder(NativeBuilder):
                                 "hypothesis": hypothesis.strip(), "label": LABELS.index(label), "native": native})
         return records
 
+    def predict_record(self, inputs: dict[str, Any]) -> tuple[dict, list[str] | None]:
+        return {"id": "predict", "image_id": "predict", "hypothesis": str(inputs["hypothesis"]).strip(),
+                "label": None, "native": self.native_splits("val")[0]}, None
+
     def mapper_arguments(self, split: str) -> dict[str, Any]:
         return {**super().mapper_arguments(split), "image_folder": self.image_folder()}
+
+    def format_predictions(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> list[dict]:
+        """[{"pairID", "prediction": "entailment"|"neutral"|"contradiction"}] from the argmax of `logits`."""
+        best = outputs["logits"].detach().argmax(dim=-1).tolist()
+        return [{"pairID": str(i), "prediction": LABELS[b]} for i, b in zip(batch["id"], best)]
+
+    def write_predictions(self, predictions: list[dict], path: str) -> None:
+        write_json(predictions, path)

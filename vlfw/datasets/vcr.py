@@ -15,6 +15,7 @@ import torch
 
 from vlfw.data.batch import Batch, Sample, collate
 from vlfw.datasets.common import NativeBuilder, NativeMapper, dataset_defaults
+from vlfw.datasets.predictions import write_json
 from vlfw.datasets.records import BadRecordCounter, BadRecordError, iter_json_lines, join, read_json, require_files
 from vlfw.registry import DATASETS
 
@@ -178,6 +179,16 @@ class VCRBuilder(NativeBuilder):
                 if isinstance(token, list) and any(not 0 <= int(i) < len(objects) for i in token):
                     return f"object index in {token} out of range ({len(objects)} objects)"
         return None
+
+    def format_predictions(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> list[dict]:
+        """[{"annot_id", "answer": 0..3, "rationale": 0..3}]: the argmax choices."""
+        answers = outputs["answer_logits"].detach().argmax(dim=-1).tolist()
+        rationales = outputs["rationale_logits"].detach().argmax(dim=-1).tolist()
+        return [{"annot_id": str(i), "answer": int(a), "rationale": int(r)}
+                for i, a, r in zip(batch["id"], answers, rationales)]
+
+    def write_predictions(self, predictions: list[dict], path: str) -> None:
+        write_json(predictions, path)
 
     def collate(self, samples: Sequence[Sample]) -> Batch:
         batch = collate(samples, self.name, self.pad_values())

@@ -216,6 +216,8 @@ class VQA2Builder(NativeBuilder):
                         continue
                     record["answers"] = answers
                     record["answer_type"] = str(annotation.get("answer_type", ""))
+                    if annotation.get("question_type"):
+                        record["question_type"] = str(annotation["question_type"])
                 records.append(record)
         if unanswerable:
             bad.drop("question without an in-vocabulary answer (training only)", unanswerable)
@@ -228,6 +230,10 @@ class VQA2Builder(NativeBuilder):
         return {**super().mapper_arguments(split), "answer": answer}
 
     # -- predictions --------------------------------------------------------------------------
+    def predict_record(self, inputs: dict[str, Any]) -> tuple[dict, list[str] | None]:
+        return {"question_id": 0, "image_id": 0, "question": str(inputs["question"]).strip(),
+                "subset": self.native_splits("val")[0]}, None
+
     def format_predictions(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> list[dict]:
         """[{"question_id", "answer"}] from the argmax of `logits`."""
         best = outputs["logits"].argmax(dim=-1).tolist()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -31,6 +31,18 @@ class Accuracy(Metric):
     def summarize(self, records: list[Any]) -> dict[str, float]:
         require_records(records, "accuracy")
         return {"accuracy": percent(records)}
+
+
+def labeled_accuracy(predicted: Sequence[str], gold: Sequence[str]) -> dict[str, float]:
+    """"accuracy" and "accuracy_<label>" (the share right among the examples whose gold label it
+    is), percentages; `vlfw_score snli_ve` reports them, `accuracy` is the in-run value."""
+    if len(predicted) != len(gold) or not gold:
+        raise ValueError(f"labeled_accuracy: {len(predicted)} predictions for {len(gold)} gold labels")
+    hits = [p == g for p, g in zip(predicted, gold)]
+    result = {"accuracy": percent(hits)}
+    for label in sorted(set(gold)):
+        result[f"accuracy_{label}"] = percent([h for h, g in zip(hits, gold) if g == label])
+    return result
 
 
 def nlvr2_sentence_key(identifier: str) -> str:

@@ -30,6 +30,22 @@ def _gt_boxes_per_sample(batch: Batch) -> list[torch.Tensor]:
     return [torch.as_tensor(boxes).float().cpu().reshape(-1, 4) for boxes in gt]
 
 
+def grounding_hits(ranked_boxes: torch.Tensor, gt_boxes: torch.Tensor, ks: Sequence[int] = (1, 5, 10),
+                   iou_threshold: float = 0.5) -> tuple[bool, ...]:
+    """Per k: whether one of the first k of `ranked_boxes` (xyxy, best first) has IoU >=
+    `iou_threshold` with ANY of `gt_boxes` (the any-box protocol). Shared by `grounding_recall`
+    and `vlfw_score flickr30k_entities`."""
+    ranked = torch.as_tensor(ranked_boxes, dtype=torch.float32).reshape(-1, 4)
+    gt = torch.as_tensor(gt_boxes, dtype=torch.float32).reshape(-1, 4)
+    good = (box_iou(ranked, gt) >= iou_threshold).any(dim=1)
+    return tuple(bool(good[:k].any()) for k in ks)
+
+
+def grounding_summary(records: Sequence[Sequence[bool]], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """recall@k (percentages) from `grounding_hits` of every phrase."""
+    return {f"recall@{k}": percent([r[j] for r in records]) for j, k in enumerate(ks)}
+
+
 @METRICS.register("grounding_recall")
 class GroundingRecall(Metric):
     """"recall@k": share of phrases with a top-k region of IoU >= 0.5 with any ground-truth box.
@@ -55,9 +71,8 @@ class GroundingRecall(Metric):
                                  "boxes must be skipped by the dataset")
             real = int(torch.isfinite(logits[i]).sum())
             order = logits[i].argsort(descending=True, stable=True)[:real]
-            good = (box_iou(regions[i][order], gt_boxes[i]) >= self.iou_threshold).any(dim=1)
-            self.add(key, tuple(bool(good[:k].any()) for k in self.ks))
+            self.add(key, grounding_hits(regions[i][order], gt_boxes[i], self.ks, self.iou_threshold))
 
     def summarize(self, records: list[Any]) -> dict[str, float]:
         require_records(records, "grounding_recall")
-        return {f"recall@{k}": percent([r[j] for r in records]) for j, k in enumerate(self.ks)}
+        return grounding_summary(records, self.ks)

@@ -45,6 +45,45 @@ def recall_from_ranks(text_ranks: torch.Tensor, image_ranks: torch.Tensor,
     return result
 
 
+@torch.no_grad()
+def top_candidates(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, text_to_image: torch.Tensor,
+                   top_n: int = 10, chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `top_n` candidates of every query, best first: (T, n) image positions per text,
+    (I, n) text positions per image (n = min(top_n, number of candidates)).
+
+    Ordered by decreasing similarity (text @ image.T); among equal scores the query's own right
+    answers come first, so the position of the first right answer in a list is exactly the rank
+    `retrieval_recall_at_k` counts (the candidates scoring strictly higher)."""
+    images = image_embeddings.detach().float().cpu()
+    texts = text_embeddings.detach().float().cpu()
+    targets = torch.as_tensor(text_to_image, dtype=torch.long).reshape(-1).cpu()
+
+    def ordered(similarity: torch.Tensor, own: torch.Tensor, n: int) -> torch.Tensor:
+        right_first = own.to(torch.int8).sort(dim=1, descending=True, stable=True).indices
+        by_score = similarity.gather(1, right_first).sort(dim=1, descending=True, stable=True).indices
+        return right_first.gather(1, by_score)[:, :n]
+
+    text_lists, image_lists = [], []
+    for start in range(0, len(texts), chunk_size):
+        queries = torch.arange(start, min(start + chunk_size, len(texts)))
+        own = torch.arange(len(images))[None, :] == targets[queries][:, None]
+        text_lists.append(ordered(texts[queries] @ images.T, own, min(top_n, len(images))))
+    for start in range(0, len(images), chunk_size):
+        queries = torch.arange(start, min(start + chunk_size, len(images)))
+        own = targets[None, :] == queries[:, None]
+        image_lists.append(ordered(images[queries] @ texts.T, own, min(top_n, len(texts))))
+    return torch.cat(text_lists), torch.cat(image_lists)
+
+
+def ranks_from_lists(ranked: Sequence[Sequence[Hashable]], right: Sequence[set]) -> torch.Tensor:
+    """0-based rank of each query's first right answer in its ranked list; a query whose list holds
+    none of them gets a rank past every k (a miss)."""
+    missing = 1 << 30
+    ranks = [next((position for position, candidate in enumerate(candidates) if candidate in answers), missing)
+             for candidates, answers in zip(ranked, right)]
+    return torch.tensor(ranks, dtype=torch.long)
+
+
 @dataclass
 class RetrievalPools:
     """What a retrieval evaluation ranks: every image and caption embedding of the split.
@@ -108,6 +147,11 @@ class RetrievalRecall(Metric):
                                      for i, r in enumerate(records)]),
             image_keys=[k for k, _ in keyed],
             text_slots=torch.cat([r["slots"] for r in records]))
+
+    @property
+    def rerank_k(self) -> int:
+        """The k of the re-ranked ranks handed in by `set_ranks` (0: the dual encoder's own ranks)."""
+        return 0 if self._ranks is None else self._ranks[2]
 
     def set_ranks(self, text_ranks: torch.Tensor, image_ranks: torch.Tensor, rerank_k: int) -> None:
         """Re-ranked 0-based ranks of every query of `pools()` (from the evaluator's re-rank step)."""

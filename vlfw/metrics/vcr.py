@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -10,6 +10,16 @@ from vlfw.data.batch import Batch
 from vlfw.metrics.base import Metric
 from vlfw.metrics.common import field, output, percent, require_records, sample_keys
 from vlfw.registry import METRICS
+
+
+def vcr_summary(records: Sequence[tuple[bool, bool]]) -> dict[str, float]:
+    """q2a, qa2r and q2ar (right only when both are) from (answer right, rationale right) per
+    question; shared by `vcr_accuracy` and `vlfw_score vcr`."""
+    return {
+        "q2a": percent([a for a, _ in records]),
+        "qa2r": percent([r for _, r in records]),
+        "q2ar": percent([a and r for a, r in records]),
+    }
 
 
 @METRICS.register("vcr_accuracy")
@@ -30,8 +40,4 @@ class VCRAccuracy(Metric):
 
     def summarize(self, records: list[Any]) -> dict[str, float]:
         require_records(records, "vcr_accuracy")
-        return {
-            "q2a": percent([a for a, _ in records]),
-            "qa2r": percent([r for _, r in records]),
-            "q2ar": percent([a and r for a, r in records]),
-        }
+        return vcr_summary(records)

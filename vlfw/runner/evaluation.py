@@ -120,8 +120,13 @@ class Evaluator:
                 results[f"{split}/{name}/{key}"] = float(value)
             if name not in self.primary_keys and values:
                 self.primary_keys[name] = metric.primary or next(iter(values))
-        if write_predictions:  # every rank takes part in the gather, even one without rows
-            self._write_predictions(builder, name, split, rows)
+        if write_predictions:
+            whole = builder.split_predictions(dataset, metrics)  # every rank holds the gathered metrics
+            if whole is not None:
+                if self.context.is_main and self.predictions_dir is not None:
+                    self._write_file(builder, name, split, whole, len(dataset))
+            else:  # every rank takes part in the gather, even one without rows
+                self._write_predictions(builder, name, split, rows)
         return results
 
     def _collect_predictions(self, builder, batch: Batch, outputs, real: int, size: int, indices, rows):
@@ -149,10 +154,13 @@ class Evaluator:
         merged = [pair for part in everything for pair in part]
         if merged and all(index is not None for index, _ in merged):
             merged.sort(key=lambda pair: pair[0])
+        self._write_file(builder, name, split, [row for _, row in merged], len(merged))
+
+    def _write_file(self, builder, name: str, split: str, predictions: Any, count: int) -> None:
         path = self.predictions_dir / builder.predictions_file(split)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            builder.write_predictions([row for _, row in merged], str(path))
+            builder.write_predictions(predictions, str(path))
         except NotImplementedError:
             return
-        log.info("wrote %d %s predictions of %s to %s", len(merged), split, name, path)
+        log.info("wrote %d %s predictions of %s to %s", count, split, name, path)
