@@ -280,12 +280,12 @@ def checkpoint_origin(state: Mapping[str, Any]) -> tuple[Any, list[str]] | None:
     return saved.get("model"), [str(d) for d in (saved.get("datasets") or [])]
 
 
-def check_compatible(state: Mapping[str, Any], config: Any, path: str | os.PathLike) -> None:
-    """A resumed checkpoint must come from the same model and datasets as this run."""
+def check_compatible(state: Mapping[str, Any], config: Any, path: str | os.PathLike, action: str = "resume from") -> None:
+    """A resumed (or evaluated) checkpoint must come from the same model and datasets as this run."""
     theirs = checkpoint_origin(state)
     ours = (str(config.model), [str(d) for d in config.datasets])
     if theirs is not None and theirs != ours:
-        raise CheckpointError(f"cannot resume from {path}: it is a checkpoint of model {theirs[0]!r} on datasets "
+        raise CheckpointError(f"cannot {action} {path}: it is a checkpoint of model {theirs[0]!r} on datasets "
                               f"{theirs[1]}, this run is model {ours[0]!r} on {ours[1]}")
 
 
@@ -380,7 +380,7 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike, config: Any = 
     same model and datasets (check_compatible). Any mismatch is one CheckpointError."""
     state, whole = _model_weights(path)
     if config is not None and whole is not None:
-        check_compatible(whole, config, path)
+        check_compatible(whole, config, path, action="load the weights of")
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

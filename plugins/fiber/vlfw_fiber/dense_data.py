@@ -33,6 +33,8 @@ def _with_input_size(sample: Sample) -> Sample:
 
 
 class DenseRefCocoMapper(RefCocoMapper):
+    NEEDS_CANDIDATES = False  # the dense head predicts the box
+
     def __call__(self, record: dict, index: int, generator: torch.Generator) -> Sample:
         return _with_input_size(super().__call__(record, index, generator))
 
