@@ -22,6 +22,8 @@ setup(
         "safetensors>=0.4",
         "numpy>=1.24",
         "pillow>=10.0",
+        "webdataset>=0.2,<2",
+        "matplotlib>=3.7,<4",
     ],
     entry_points={
         "console_scripts": [
@@ -29,6 +31,9 @@ setup(
             "vlfw_list=vlfw.cli.list:main",
             "vlfw_prepare=vlfw.cli.prepare:main",
             "vlfw_score=vlfw.cli.score:main",
+            "vlfw_predict=vlfw.cli.predict:main",
+            "vlfw_extract=vlfw.cli.extract:main",
+            "vlfw_report=vlfw.cli.report:main",
         ],
         "vlfw.plugins": ["vlfw = vlfw.components"],
     },

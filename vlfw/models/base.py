@@ -56,6 +56,11 @@ class BaseModel(nn.Module):
     DEFAULT_CONFIG: dict | str = {}
     # task -> HEADS name: this model's own default heads, before the task's default (Task.head)
     TASK_HEADS: Mapping[str, str] = {}
+    # model cards (vlfw.models.cards, `vlfw_list models --details`): the visual inputs the model
+    # reads ("images", "regions"; () = text only; None = not declared) and the config values
+    # that build it without reading pretrained weights (its parameters are only counted)
+    VISUAL_INPUTS: tuple[str, ...] | None = None
+    CARD_CONFIG: Mapping[str, Any] = {}
 
     # filled per subclass from the @provides methods: task -> (method name, declared features)
     _provided: dict[str, tuple[str, tuple[str, ...] | None]] = {}

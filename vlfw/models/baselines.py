@@ -48,6 +48,7 @@ class LateFusionModel(BaseModel):
     """Small CNN or region MLP + small text Transformer + MLP fusion."""
 
     DEFAULT_CONFIG = _DEFAULTS
+    VISUAL_INPUTS = ("images", "regions")
     uses_vision = True
 
     def __init__(self, config, task_infos: Mapping[str, TaskInfo]) -> None:
@@ -139,6 +140,7 @@ class LateFusionModel(BaseModel):
 class TextOnlyModel(LateFusionModel):
     """The blind baseline: the same text encoder and heads, no visual input at all."""
 
+    VISUAL_INPUTS = ()
     uses_vision = False
 
     @provides("vcr", features=("answer_pooled", "rationale_pooled"))

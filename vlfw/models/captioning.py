@@ -99,6 +99,7 @@ class CaptionBaseline(BaseModel):
     """SmallCNN cells or region states as memory + a small pre-LN Transformer decoder."""
 
     DEFAULT_CONFIG = _DEFAULTS
+    VISUAL_INPUTS = ("images", "regions")
 
     def __init__(self, config, task_infos: Mapping[str, TaskInfo]) -> None:
         super().__init__(config, task_infos)

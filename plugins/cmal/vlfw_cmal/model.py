@@ -38,6 +38,8 @@ class CMAL(PretrainingObjectives, BaseModel):
     DEFAULT_CONFIG = DEFAULT_CONFIG
     CONFIG_CHOICES = CONFIG_CHOICES
     TASK_HEADS = {"retrieval": "cmal_embedding"}
+    VISUAL_INPUTS = ("regions",)
+    CARD_CONFIG = {"bert_init": "none"}
 
     def __init__(self, config, task_infos: Mapping[str, TaskInfo]) -> None:
         super().__init__(config, task_infos)

@@ -69,6 +69,8 @@ class FIBER(BaseModel):
     DEFAULT_CONFIG = DEFAULT_CONFIG
     CONFIG_CHOICES = CONFIG_CHOICES
     TASK_HEADS = {"retrieval": "fiber_embedding", "dense_rec": "fiber_grounding", "dense_grounding": "fiber_grounding"}
+    VISUAL_INPUTS = ("images",)
+    CARD_CONFIG = {"text_init": "random"}
 
     def __init__(self, config, task_infos: Mapping[str, TaskInfo]) -> None:
         super().__init__(config, task_infos)

@@ -70,6 +70,8 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
     DEFAULT_CONFIG = DEFAULT_CONFIG
     CONFIG_CHOICES = CONFIG_CHOICES
     TASK_HEADS = VLBERT_HEADS
+    VISUAL_INPUTS = ("regions", "images")  # precomputed region features, or end to end with the ResNet
+    CARD_CONFIG = {"bert_init": "none"}
 
     def __init__(self, config, task_infos: Mapping[str, TaskInfo]) -> None:
         super().__init__(config, task_infos)

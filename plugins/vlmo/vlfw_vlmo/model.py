@@ -41,6 +41,8 @@ class VLMo(BaseModel):
     DEFAULT_CONFIG = DEFAULT_CONFIG
     CONFIG_CHOICES = CONFIG_CHOICES
     TASK_HEADS = {"retrieval": "vlmo_embedding"}
+    VISUAL_INPUTS = ("images",)
+    CARD_CONFIG = {"init": None}
 
     def __init__(self, config, task_infos: Mapping[str, TaskInfo]) -> None:
         super().__init__(config, task_infos)
