@@ -47,20 +47,25 @@ def itm_scorer(model, images: torch.Tensor, input_ids: torch.Tensor, attention_m
 @torch.no_grad()
 def itm_rerank(model, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, k: int = 16,
-               batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+               batch_size: int = 64, chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank with the dual encoder, then reorder each query's top k by the ITM head.
 
     images (I, 3, H, W), input_ids (T, L), embeddings (I, D) / (T, D). Returns
     (text->image ranking (T, k) image indices, image->text ranking (I, k) text indices), best first.
+    Similarities are computed `chunk_size` query rows at a time (never the whole T x I matrix).
     """
-    similarity = text_embeddings.float() @ image_embeddings.float().t()  # (T, I)
+    texts, pool_images = text_embeddings.float(), image_embeddings.float()
 
-    def reorder(sim: torch.Tensor, text_queries: bool) -> torch.Tensor:
-        candidates = sim.topk(min(k, sim.shape[1]), dim=1).indices
-        owners = torch.arange(len(sim), device=sim.device)[:, None].expand_as(candidates).reshape(-1)
-        pairs = (candidates.reshape(-1), owners) if text_queries else (owners, candidates.reshape(-1))
-        score = itm_scores(model, images, input_ids, attention_mask, *pairs, batch_size=batch_size)
-        order = score.view(candidates.shape).argsort(dim=1, descending=True).to(candidates.device)
-        return candidates.gather(1, order)
+    def reorder(queries: torch.Tensor, pool: torch.Tensor, text_queries: bool) -> torch.Tensor:
+        lists = []
+        for start in range(0, len(queries), int(chunk_size)):
+            sim = queries[start:start + int(chunk_size)] @ pool.t()
+            candidates = sim.topk(min(k, sim.shape[1]), dim=1).indices
+            owners = torch.arange(start, start + len(sim), device=sim.device)[:, None].expand_as(candidates).reshape(-1)
+            pairs = (candidates.reshape(-1), owners) if text_queries else (owners, candidates.reshape(-1))
+            score = itm_scores(model, images, input_ids, attention_mask, *pairs, batch_size=batch_size)
+            order = score.view(candidates.shape).argsort(dim=1, descending=True).to(candidates.device)
+            lists.append(candidates.gather(1, order))
+        return torch.cat(lists)
 
-    return reorder(similarity, True), reorder(similarity.t(), False)
+    return reorder(texts, pool_images, True), reorder(pool_images, texts, False)
