@@ -219,11 +219,24 @@ class Trainer:
 
     def _report(self) -> None:
         """The per-task result table: on the console and in `<save_dir>/results.md`."""
-        table = results_table(self.flat_metrics(), self.evaluator.primary_keys)
+        metrics = self.flat_metrics()
+        blind = self._blind_levels(metrics) if self.config.evaluation.get("blind_levels") and self.context.is_main else None
+        table = results_table(metrics, self.evaluator.primary_keys, blind)
         if table and self.context.is_main:
             ckpt.atomic_write_text(self.save_dir / "results.md", table)
             log.info("results (val: latest evaluation; test: %s)\n%s",
                      "the best checkpoint" if "train" in self.parts else "these weights", table)
+
+    def _blind_levels(self, metrics: dict[str, float]) -> dict[tuple[str, str], float | None]:
+        """(dataset, split) -> its primary metric without the image (vlfw.metrics.blind)."""
+        from vlfw.metrics.blind import blind_level
+
+        evaluated = {tuple(k.split("/", 2)[:2]) for k in metrics if k.split("/", 1)[0] in ("val", "test")}
+        levels = {}
+        for split, name in sorted(evaluated):
+            builder = self.evaluator.builders[name]
+            levels[(name, split)] = blind_level(builder, self.evaluator.task_infos[name].task, split)
+        return levels
 
     def setup_evaluation(self) -> None:
         """A val/test-only run: load the weights it evaluates (checked: a checkpoint of this run's
