@@ -35,7 +35,32 @@ class SampleMapper:
         raise NotImplementedError
 
 
-class RecordDataset(torch.utils.data.Dataset):
+class EpochBadRecords:
+    """Epoch bookkeeping of a dataset with a bad-record counter (`name`, `split`, `bad`, `epoch`,
+    `_epoch_started`): map-style record datasets and streamed shard datasets share it."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call at the start of each epoch: new random choices; logs the last epoch's skips."""
+        if self._epoch_started and epoch != self.epoch:
+            self.end_epoch()
+        self.epoch = int(epoch)
+        self._epoch_started = True
+
+    def end_epoch(self) -> dict[str, dict[str, int]]:
+        """Log and reset the load-time skip counts of the epoch that ended; returns the report."""
+        report = self.bad_record_report()
+        if report["load"]:
+            log.warning("%s %s epoch %d: skipped bad records while loading: %s",
+                        self.name, self.split, self.epoch, report["load"])
+        self.bad.reset_load()
+        return report
+
+    def bad_record_report(self) -> dict[str, dict[str, int]]:
+        """{"build": {reason: n}, "load": {kind: n}}: records skipped at build time and this epoch."""
+        return self.bad.report()
+
+
+class RecordDataset(EpochBadRecords, torch.utils.data.Dataset):
     """A list of parsed records and the mapper that turns one into a Sample.
 
     Randomness comes only from `generator(index)`, seeded by (seed, epoch, index). A record that
@@ -68,26 +93,6 @@ class RecordDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Call at the start of each epoch: new random choices; logs the last epoch's skips."""
-        if self._epoch_started and epoch != self.epoch:
-            self.end_epoch()
-        self.epoch = int(epoch)
-        self._epoch_started = True
-
-    def end_epoch(self) -> dict[str, dict[str, int]]:
-        """Log and reset the load-time skip counts of the epoch that ended; returns the report."""
-        report = self.bad_record_report()
-        if report["load"]:
-            log.warning("%s %s epoch %d: skipped bad records while loading: %s",
-                        self.name, self.split, self.epoch, report["load"])
-        self.bad.reset_load()
-        return report
-
-    def bad_record_report(self) -> dict[str, dict[str, int]]:
-        """{"build": {reason: n}, "load": {kind: n}}: records skipped at build time and this epoch."""
-        return self.bad.report()
 
     def generator(self, index: int) -> torch.Generator:
         return torch.Generator().manual_seed(stable_seed(self.seed, self.epoch, index))

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.filters import shuffle as buffer_shuffle
 
+from vlfw.datasets.base import EpochBadRecords
 from vlfw.datasets.records import BadRecordCounter, BadRecordError, stable_seed
 from vlfw.datasets.shards import STREAM_POSITION, ShardIndex, iter_shard, shard_record
 from vlfw.errors import ConfigError, DataError
@@ -22,7 +23,7 @@ from vlfw.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 
-class ShardStreamDataset(IterableDataset):
+class ShardStreamDataset(EpochBadRecords, IterableDataset):
     """The training split of a shard source: one stream per (rank, loader worker).
 
     Stream `s` of `S = ranks x workers` reads shards s, s + S, s + 2S, ... (in an order shuffled
@@ -93,23 +94,6 @@ class ShardStreamDataset(IterableDataset):
         return self.largest_stream // self.batch_size
 
     # -- epochs and positions ------------------------------------------------------------------
-    def set_epoch(self, epoch: int) -> None:
-        if self._epoch_started and epoch != self.epoch:
-            self.end_epoch()
-        self.epoch = int(epoch)
-        self._epoch_started = True
-
-    def end_epoch(self) -> dict[str, dict[str, int]]:
-        report = self.bad_record_report()
-        if report["load"]:
-            log.warning("%s %s epoch %d: skipped bad records while loading: %s",
-                        self.name, self.split, self.epoch, report["load"])
-        self.bad.reset_load()
-        return report
-
-    def bad_record_report(self) -> dict[str, dict[str, int]]:
-        return self.bad.report()
-
     def resume(self, batches: int, positions: dict[int, int]) -> None:
         """The next iteration starts after `batches` batches of this epoch; worker w's stream at
         raw position positions[w]."""
