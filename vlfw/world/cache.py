@@ -15,7 +15,7 @@ from typing import Iterator
 from vlfw.cache import cache_dir as vlfw_cache_dir
 from vlfw.world.generate import check_options, generate_world, resolve_size
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 MANIFEST = "MANIFEST.json"
 TEMP_PREFIX = ".tmp-"
 

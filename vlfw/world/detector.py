@@ -24,6 +24,10 @@ from vlfw.world.scene import SHAPES, Scene, make_rng
 
 CLASSES = ["__background__"] + SHAPES
 DETECTOR_SEED = 20240607
+# Added to the true class's logit (the others are N(0, 1)): with (2, 5) (generator version 2) the
+# argmax was the true class for 91.8% of objects; (3.5, 6.5) makes it about 99%, as sure as a
+# good detector on clean synthetic shapes, so region models are no longer capped by its mistakes.
+TRUE_CLASS_MARGIN = (3.5, 6.5)
 
 
 class FrozenBackbone(nn.Module):
@@ -33,10 +37,10 @@ class FrozenBackbone(nn.Module):
         super().__init__()
         gen = torch.Generator().manual_seed(DETECTOR_SEED)
         self.layers = nn.Sequential(
-            nn.Conv2d(3, 24, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(24, 48, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(48, 96, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(96, feature_dim, 1), nn.ReLU(),
+            nn.Conv2d(3, 24, 5, stride=2, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(24, 48, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(48, 96, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(96, feature_dim, 1), nn.ReLU(inplace=True),
         )
         with torch.no_grad():
             for m in self.layers:
@@ -70,7 +74,7 @@ def detect(scene: Scene, rng: np.random.Generator, max_boxes: int) -> tuple[np.n
         jitter = rng.normal(0, 0.06, size=4) * np.array([w, h, w, h])
         boxes.append([x1 + jitter[0], y1 + jitter[1], x2 + jitter[2], y2 + jitter[3]])
         logits = rng.normal(0, 1.0, size=num_classes)
-        logits[CLASSES.index(obj.shape)] += float(rng.uniform(2.0, 5.0))
+        logits[CLASSES.index(obj.shape)] += float(rng.uniform(*TRUE_CLASS_MARGIN))
         probs.append(logits)
     for _ in range(int(rng.integers(1, 4))):
         cx, cy = rng.uniform(0, scene.width), rng.uniform(0, scene.height)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -10,24 +11,35 @@ import numpy as np
 from vlfw.world.coco import karpathy_entries
 from vlfw.world.language import (
     BACKGROUND_WORDS,
+    RELATION_WORDS,
+    SIZE_WORDS,
     article,
     caption,
     color_word,
     count_phrase,
     object_phrase,
     pick,
-    plural,
     shape_word,
     vary_case,
 )
 from vlfw.world.pools import ImagePool, split_by_fraction, unique_ids, write_json, write_jsonl
-from vlfw.world.scene import COLOR_NAMES, SHAPES, Scene, make_rng, sample_scene
+from vlfw.world.scene import COLOR_NAMES, SHAPES, Scene, WorldObject, make_rng, relation, sample_scene
 
-NEUTRAL_TEMPLATES = [
-    "the {thing} is made of wood", "the {thing} is made of plastic", "someone painted the {thing} by hand",
-    "the {thing} is about to move", "the {thing} was drawn first", "the {thing} is heavy",
-    "the {thing} belongs to a child", "the picture was taken in the morning", "the {thing} is warm",
-]
+# SNLI-VE hypotheses: one template set for all three labels. A template is drawn with its word
+# slot first; then its two object slots are filled so that the statement is true of the image
+# (entailment), its opposite is true (contradiction), or one of the two objects is not in the
+# picture, so the image cannot tell where or how big it is (neutral: it may lie outside the frame).
+HYPOTHESIS_TEMPLATES = {
+    "position": ["the {a} is {word} the {b}", "the {a} can be seen {word} the {b}"],
+    "size": ["the {a} is {word} than the {b}"],
+    "same_size": ["the {a} and the {b} are {word}", "the {a} is {word} as the {b}"],
+    "nearness": ["the {a} is {word} the {b}"],
+}
+POSITION_OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+SIZE_WORDS_CMP = {"bigger": "large", "larger": "large", "smaller": "small"}
+SAME_SIZE_WORDS = {"the same size": "same", "of different sizes": "different", "as big": "same"}
+NEAR_WORDS = RELATION_WORDS["next to"]
+SNLI_LABELS = ["entailment", "neutral", "contradiction"]
 
 
 @dataclass
@@ -61,48 +73,99 @@ def write_karpathy_flickr(root: str, images: list[FlickrImage], seed: int) -> in
     return len(entries)
 
 
-def hypothesis(rng: np.random.Generator, scene: Scene, label: str) -> str:
-    """A statement about the image that is entailed, contradicted, or not decidable from it."""
-    o = scene.objects[int(rng.integers(len(scene.objects)))]
-    if label == "neutral":
-        thing = object_phrase(rng, o, with_size=False)
-        return vary_case(rng, pick(rng, NEUTRAL_TEMPLATES).format(thing=thing)) + "."
-    form = int(rng.integers(3))
-    if form == 0:  # existence
-        if label == "entailment":
-            text = f"there is {article(object_phrase(rng, o, with_size=False))} in the image"
-        else:
-            present = {(p.shape, p.color) for p in scene.objects}
-            absent = [(s, c) for s in SHAPES for c in COLOR_NAMES if (s, c) not in present]
-            s, c = absent[int(rng.integers(len(absent)))]
-            text = f"there is {article(color_word(rng, c) + ' ' + shape_word(rng, s))} in the image"
-    elif form == 1:  # count
-        n = scene.count(shape=o.shape)
-        if label == "contradiction":
-            n = n + 1 if rng.random() < 0.5 or n == 1 else n - 1
-        text = f"the picture shows exactly {count_phrase(rng, n, shape_word(rng, o.shape))}"
-    else:  # colour of a shape kind
-        color = o.color
-        if label == "contradiction":
-            others = [c for c in COLOR_NAMES if scene.count(shape=o.shape, color=c) == 0]
-            color = others[int(rng.integers(len(others)))]
-            text = f"all the {plural(shape_word(rng, o.shape))} are {color_word(rng, color)}"
-        else:
-            text = f"at least one {shape_word(rng, o.shape)} is {color_word(rng, color)}"
-    return vary_case(rng, text) + "."
+def _slot_word(rng: np.random.Generator, kind: str, template: str) -> tuple[str, str]:
+    """(word written, what it means) for the word slot of a template of `kind`."""
+    if kind == "position":
+        rel = pick(rng, list(POSITION_OPPOSITE))
+        return pick(rng, RELATION_WORDS[rel]), rel
+    if kind == "size":
+        word = pick(rng, list(SIZE_WORDS_CMP))
+        return word, SIZE_WORDS_CMP[word]
+    if kind == "same_size":
+        words = ["as big"] if "as the" in template else ["the same size", "of different sizes"]
+        word = pick(rng, words)
+        return word, SAME_SIZE_WORDS[word]
+    return pick(rng, NEAR_WORDS), "next to"
+
+
+def _holds(kind: str, sense: str, a: WorldObject, b: WorldObject) -> bool | None:
+    """True / False when the image decides the statement about present objects a and b clearly, else None."""
+    if kind == "position":
+        rels = relation(a, b)
+        if sense in rels:
+            return True
+        return False if POSITION_OPPOSITE[sense] in rels else None
+    if kind == "size":
+        if a.size == b.size:
+            return None
+        return a.size == sense
+    if kind == "same_size":
+        return (a.size == b.size) == (sense == "same")
+    distance = math.hypot(a.cx - b.cx, a.cy - b.cy)
+    if "next to" in relation(a, b):
+        return True
+    return False if distance > a.radius + b.radius + 34 else None
+
+
+def _phrase(rng: np.random.Generator, shape: str, color: str, size: str, with_size: bool) -> str:
+    words = ([pick(rng, SIZE_WORDS[size])] if with_size else []) + [color_word(rng, color), shape_word(rng, shape)]
+    return " ".join(words)
+
+
+def hypotheses(rng: np.random.Generator, scene: Scene, tries: int = 30) -> dict[str, str] | None:
+    """One hypothesis per label from the same drawn template and slot word, or None when the scene
+    cannot support all three (no two objects told apart by colour and shape, say)."""
+    unique = [i for i, o in enumerate(scene.objects) if scene.matching(shape=o.shape, color=o.color) == [i]]
+    present = {(o.shape, o.color) for o in scene.objects}
+    absent = [(s, c) for s in SHAPES for c in COLOR_NAMES if (s, c) not in present]
+    pairs = [(i, j) for i in unique for j in unique if i != j]
+    if not pairs:
+        return None
+    for _ in range(tries):
+        kind = pick(rng, list(HYPOTHESIS_TEMPLATES))
+        template = pick(rng, HYPOTHESIS_TEMPLATES[kind])
+        word, sense = _slot_word(rng, kind, template)
+        decided = {True: [], False: []}
+        for i, j in pairs:
+            value = _holds(kind, sense, scene.objects[i], scene.objects[j])
+            if value is not None:
+                decided[value].append((i, j))
+        if not decided[True] or not decided[False]:
+            continue
+        with_size = kind in ("position", "nearness") and rng.random() < 0.3
+        out = {}
+        for label in SNLI_LABELS:
+            if label == "neutral":
+                shown = scene.objects[unique[int(rng.integers(len(unique)))]]
+                s, c = absent[int(rng.integers(len(absent)))]
+                objs = [(shown.shape, shown.color, shown.size),
+                        (s, c, "small" if rng.random() < 0.5 else "large")]
+                if rng.random() < 0.5:
+                    objs.reverse()
+            else:
+                options = decided[label == "entailment"]
+                i, j = options[int(rng.integers(len(options)))]
+                objs = [(o.shape, o.color, o.size) for o in (scene.objects[i], scene.objects[j])]
+            a, b = (_phrase(rng, *o, with_size=with_size) for o in objs)
+            out[label] = vary_case(rng, template.format(a=a, b=b, word=word)) + "."
+        return out
+    return None
 
 
 def write_snli_ve(root: str, images: list[FlickrImage], seed: int) -> dict:
     rng = make_rng(seed, "snli_ve")
-    labels = ["entailment", "neutral", "contradiction"]
+    labels = SNLI_LABELS
     counts = {}
     for split, native in (("train", "train"), ("val", "dev"), ("test", "test")):
         rows = []
         for img in (i for i in images if i.split == split):
             for k in range(2):
                 premise = caption(rng, img.scene).strip()
+                triple = hypotheses(rng, img.scene)
+                if triple is None:  # every image's pairs stay balanced over the three labels
+                    continue
                 for label in labels:
-                    h = hypothesis(rng, img.scene, label)
+                    h = triple[label]
                     n_annot = 5 if rng.random() < 0.3 else 1
                     annot = [label] * n_annot
                     if n_annot == 5:

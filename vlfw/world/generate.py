@@ -16,7 +16,7 @@ SIZES = {
              "nlvr2_sets": {"train": 4, "dev": 2, "test1": 2}, "nlvr2_pairs": 2,
              "vcr": {"train": 8, "val": 4, "test": 4}, "cc3m": {"training": 16, "validation": 6}},
     "default": {"coco": {"train2014": 5000, "val2014": 1000, "test2015": 500}, "flickr30k": 2000,
-                "nlvr2_sets": {"train": 400, "dev": 50, "test1": 50}, "nlvr2_pairs": 2,
+                "nlvr2_sets": {"train": 1600, "dev": 220, "test1": 220}, "nlvr2_pairs": 2,
                 "vcr": {"train": 400, "val": 100, "test": 100}, "cc3m": {"training": 900, "validation": 100}},
 }
 OPTIONS = {"feature_dim": 256, "max_boxes": 10, "image_size": 128, "questions_per_image": 4, "features": True}

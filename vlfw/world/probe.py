@@ -19,15 +19,17 @@ from torchvision.ops import box_iou
 from vlfw.restricted_pickle import load_npy_object
 
 
-def collect(root: str, images: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(features, colour index, shape index, image index) of the matched true objects."""
+def collect(root: str, images: int) -> tuple[np.ndarray, ...]:
+    """(features, colour index, shape index, image index, detected shape index, size index) of the
+    matched true objects; the detected shape is the argmax of the detection's class probabilities
+    minus 1 (-1 for `__background__`); size 0 is small, 1 large."""
     with open(os.path.join(root, "coco", "annotations", "instances_train2014.json"), encoding="utf-8") as f:
         inst = json.load(f)
     by_image: dict[int, list[dict]] = {}
     for ann in inst["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
     colours = sorted({a["attributes"]["color"] for a in inst["annotations"]})
-    feats, colour, shape, image = [], [], [], []
+    feats, colour, shape, image, detected, size = [], [], [], [], [], []
     for k, entry in enumerate(inst["images"][:images]):
         stem = os.path.join(root, "features", "npy", "coco", os.path.splitext(entry["file_name"])[0])
         x = np.load(stem + ".npy", allow_pickle=False)
@@ -44,7 +46,10 @@ def collect(root: str, images: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                 colour.append(colours.index(a["attributes"]["color"]))
                 shape.append(a["category_id"] - 1)
                 image.append(k)
-    return np.stack(feats), np.array(colour), np.array(shape), np.array(image)
+                detected.append(int(np.argmax(info["cls_prob"][i])) - 1)
+                size.append(int(a["attributes"]["size"] == "large"))
+    return (np.stack(feats), np.array(colour), np.array(shape), np.array(image), np.array(detected),
+            np.array(size))
 
 
 def probe(x: np.ndarray, y: np.ndarray, train: np.ndarray, steps: int = 300,
@@ -71,13 +76,15 @@ def probe(x: np.ndarray, y: np.ndarray, train: np.ndarray, steps: int = 300,
 
 
 def probe_world(root: str, images: int = 1500, seed: int = 0) -> dict[str, object]:
-    """Held-out colour and shape accuracy (and majority rates, in %) of linear probes on `root`."""
-    x, colour, shape, image = collect(root, images)
+    """Held-out colour, shape and size accuracy (and majority rates, in %) of linear probes on `root`, and
+    `class_right`: the share (%) of matched true objects whose detection's most probable class is right."""
+    x, colour, shape, image, detected, size = collect(root, images)
     count = int(image.max()) + 1
     train = np.random.default_rng(seed).permutation(count)[image] < 0.8 * count
     torch.manual_seed(seed)
     result: dict[str, object] = {"objects": len(x), "images": count, "feature_dim": int(x.shape[1]),
-                                 "train": int(train.sum()), "held_out": int((~train).sum())}
-    for name, y in (("colour", colour), ("shape", shape)):
+                                 "train": int(train.sum()), "held_out": int((~train).sum()),
+                                 "class_right": 100.0 * float((detected == shape).mean())}
+    for name, y in (("colour", colour), ("shape", shape), ("size", size)):
         result[name], result[f"{name}_majority"] = probe(x, y, train)
     return result

@@ -8,26 +8,19 @@ import pickle
 import numpy as np
 
 from vlfw.world.coco import CATEGORIES, INFO, CocoImage, coco_annotation, image_entry
-from vlfw.world.language import (
-    RELATION_WORDS,
-    SIZE_WORDS,
-    article,
-    color_word,
-    distinguishing_words,
-    location_word,
-    pick,
-    shape_word,
-    tokenize,
-)
+from vlfw.world.language import RELATION_WORDS, SIZE_WORDS, article, color_word, pick, shape_word, tokenize
 from vlfw.world.pools import split_by_fraction, write_json
+from vlfw.world.referents import LOCATION_PHRASES, fits, meaning
 from vlfw.world.scene import SHAPES, Scene, make_rng, relation
 
-LOCATION_PHRASES = {"leftmost": ["left", "leftmost", "on the left"], "rightmost": ["right", "rightmost", "on the right"],
-                    "top": ["top", "upper", "at the top"], "bottom": ["bottom", "lower", "at the bottom"]}
 ABSOLUTE_WORDS = {"left", "right", "leftmost", "rightmost", "top", "upper", "bottom", "lower"}
+ATTRIBUTE_SETS = [(), ("color",), ("size",), ("size", "color")]
+ATTEMPTS = 12  # wordings tried per sentence before the sentence is dropped
 
 
-def _attribute_phrase(rng: np.random.Generator, scene: Scene, index: int, attrs: list[str]) -> str:
+def _attribute_phrase(rng: np.random.Generator, scene: Scene, index: int, attrs: list[str] | tuple[str, ...]
+                      ) -> tuple[str, dict]:
+    """('large red circle', its meaning) with the attributes `attrs` of object `index` (shape always)."""
     o = scene.objects[index]
     words = []
     if "size" in attrs:
@@ -35,56 +28,85 @@ def _attribute_phrase(rng: np.random.Generator, scene: Scene, index: int, attrs:
     if "color" in attrs:
         words.append(color_word(rng, o.color))
     words.append(shape_word(rng, o.shape))
-    return " ".join(words)
+    return " ".join(words), meaning(o.shape, o.color if "color" in attrs else None,
+                                    o.size if "size" in attrs else None)
 
 
-def _unique_partner(scene: Scene, index: int) -> tuple[int, str] | None:
-    """Another object that is unique by colour+shape, and a relation from `index` to it."""
+def _unique_attrs(scene: Scene, index: int) -> list[tuple[str, ...]]:
+    """The attribute sets with which the plain noun phrase picks out only `index`."""
+    o = scene.objects[index]
+    return [attrs for attrs in ATTRIBUTE_SETS
+            if fits(scene, meaning(o.shape, o.color if "color" in attrs else None,
+                                   o.size if "size" in attrs else None)) == [index]]
+
+
+def _partners(scene: Scene, index: int, allowed: set[str] | None = None) -> list[tuple[int, str]]:
+    """(j, relation) with j unique by colour + shape and the relation holding from `index` to j."""
+    out = []
     for j, p in enumerate(scene.objects):
         if j != index and scene.matching(shape=p.shape, color=p.color) == [j]:
-            rels = relation(scene.objects[index], p)
-            if rels:
-                return j, rels[0]
-    return None
+            out += [(j, r) for r in relation(scene.objects[index], p) if allowed is None or r in allowed]
+    return out
 
 
-def expression(rng: np.random.Generator, scene: Scene, index: int, style: str) -> str | None:
-    """A referring expression for object `index`: style 'refcoco', 'refcoco+' or 'refcocog'."""
-    attrs = distinguishing_words(scene, index)
-    o = scene.objects[index]
+def _relation_words(rng: np.random.Generator, rel: str, absolute: bool) -> str:
+    words = RELATION_WORDS[rel] if absolute else [w for w in RELATION_WORDS[rel] if not set(w.split()) & ABSOLUTE_WORDS]
+    return pick(rng, words)
+
+
+def _candidate(rng: np.random.Generator, scene: Scene, index: int, style: str, unique: list[tuple[str, ...]],
+               partners: list[tuple[int, str]]) -> tuple[str, dict] | None:
+    """One random wording for object `index` and its meaning; it may fit other objects too.
+    `unique`: `_unique_attrs` of the object; `partners`: its `_partners` (for refcoco+ without left/right)."""
     if style == "refcoco":
-        if attrs and rng.random() < 0.75:
-            return _attribute_phrase(rng, scene, index, [a for a in attrs if a != "shape-only"] or
-                                     (["color"] if rng.random() < 0.5 else []))
-        loc = location_word(scene, index)
-        if loc is None:
-            return _attribute_phrase(rng, scene, index, ["color"]) if attrs else None
+        if unique and rng.random() < 0.75:
+            return _attribute_phrase(rng, scene, index, unique[int(rng.integers(len(unique)))])
+        thing, m = _attribute_phrase(rng, scene, index, ("color",) if rng.random() < 0.5 else ())
+        loc = pick(rng, list(LOCATION_PHRASES))
         where = pick(rng, LOCATION_PHRASES[loc])
-        thing = _attribute_phrase(rng, scene, index, ["color"] if rng.random() < 0.5 else [])
-        return f"{thing} {where}" if where.startswith(("on ", "at ")) else f"{where} {thing}"
-    partner = _unique_partner(scene, index)
+        m["location"] = loc
+        return (f"{thing} {where}" if where.startswith(("on ", "at ")) else f"{where} {thing}"), m
     if style == "refcoco+":
-        if attrs and (rng.random() < 0.6 or partner is None):
-            return _attribute_phrase(rng, scene, index, [a for a in attrs if a != "shape-only"])
-        if partner is None:
+        if unique and (rng.random() < 0.6 or not partners):
+            return _attribute_phrase(rng, scene, index, unique[int(rng.integers(len(unique)))])
+        if not partners:
             return None
-        j, rel = partner
-        if rel not in ("next to",) and rng.random() < 0.5:
-            rel = "next to" if "next to" in relation(o, scene.objects[j]) else rel
-        words = pick(rng, [w for w in RELATION_WORDS[rel] if not set(w.split()) & ABSOLUTE_WORDS] or ["near"])
-        return f"{_attribute_phrase(rng, scene, index, ['color'])} {words} the {_attribute_phrase(rng, scene, j, ['color'])}"
+        j, rel = partners[int(rng.integers(len(partners)))]
+        head, m = _attribute_phrase(rng, scene, index, ("color",))
+        tail, pm = _attribute_phrase(rng, scene, j, ("color",))
+        m["relation"] = (rel, pm)
+        return f"{head} {_relation_words(rng, rel, absolute=False)} the {tail}", m
     # refcocog: long, full sentences.
-    head = article(_attribute_phrase(rng, scene, index, ["size", "color"]))
-    if partner is not None:
-        j, rel = partner
-        tail = f"{pick(rng, ['that is', 'which is', 'placed'])} {pick(rng, RELATION_WORDS[rel])} " \
-               f"{article(_attribute_phrase(rng, scene, j, ['color']))}"
+    head, m = _attribute_phrase(rng, scene, index, ("size", "color"))
+    head = article(head)
+    form = rng.random()
+    if partners and form < 0.6:
+        j, rel = partners[int(rng.integers(len(partners)))]
+        tail, pm = _attribute_phrase(rng, scene, j, ("color",))
+        m["relation"] = (rel, pm)
+        tail = f"{pick(rng, ['that is', 'which is', 'placed'])} {pick(rng, RELATION_WORDS[rel])} {article(tail)}"
+    elif form < 0.8:
+        loc = pick(rng, list(LOCATION_PHRASES))
+        m["location"] = loc
+        tail = f"that is the {loc} one of its kind"
     else:
-        loc = location_word(scene, index)
-        tail = (f"that is the {loc} one of its kind" if loc
-                else f"among {len(scene.objects) - 1} other shapes")
+        tail = f"among {len(scene.objects) - 1} other shapes"
     text = f"{head} {tail}"
-    return text[0].upper() + text[1:] + ("." if rng.random() < 0.6 else "")
+    return text[0].upper() + text[1:] + ("." if rng.random() < 0.6 else ""), m
+
+
+def expression(rng: np.random.Generator, scene: Scene, index: int, style: str) -> tuple[str, dict] | None:
+    """A referring expression for object `index` (style 'refcoco', 'refcoco+' or 'refcocog') that fits
+    only that object, with its meaning (see vlfw.world.referents); None when no wording tried does."""
+    unique = _unique_attrs(scene, index)
+    # RefCOCO+ has no absolute location words: left/right relations cannot be written, so are not used.
+    partners = ([] if style == "refcoco" else
+                _partners(scene, index, {"above", "below", "next to"} if style == "refcoco+" else None))
+    for _ in range(ATTEMPTS):
+        found = _candidate(rng, scene, index, style, unique, partners)
+        if found is not None and fits(scene, found[1]) == [index]:
+            return found
+    return None
 
 
 def _refs_for(rng: np.random.Generator, images: list[CocoImage], splits: list[str], style: str,
@@ -96,9 +118,10 @@ def _refs_for(rng: np.random.Generator, images: list[CocoImage], splits: list[st
         for i in [candidates[int(k)] for k in rng.permutation(len(candidates))[:3]]:
             sentences = []
             for _ in range(int(rng.integers(1, 4))):
-                raw = expression(rng, img.scene, i, style)
-                if raw is None:
+                found = expression(rng, img.scene, i, style)
+                if found is None:
                     continue
+                raw = found[0]
                 tokens = tokenize(raw)
                 sentences.append({"tokens": tokens, "raw": raw, "sent": " ".join(tokens),
                                   "sent_id": counters["sent"]})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -28,14 +31,34 @@ def render_scene(scene: Scene) -> np.ndarray:
         fill = tuple(int(v) for v in np.clip(rgb, 0, 255))
         outline = tuple(int(v) for v in np.clip(rgb * 0.6, 0, 255))
         draw.polygon(polygon_points(obj), fill=fill, outline=outline)
-    pixels = np.asarray(canvas, dtype=np.float32) + rng.normal(0.0, 6.0, size=(h, w, 3))
-    return np.clip(pixels, 0, 255).astype(np.uint8)
+    pixels = rng.standard_normal(size=(h, w, 3), dtype=np.float32)  # pixel noise, sd 6 (float32: fast)
+    pixels *= 6.0
+    pixels += np.asarray(canvas, dtype=np.float32)
+    np.clip(pixels, 0, 255, out=pixels)
+    return pixels.astype(np.uint8)
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """An 8-bit RGB PNG of an (H, W, 3) uint8 array: no row filters, zlib Huffman-only. The pixel
+    noise leaves little for filters or LZ77 to find, so this is 2-3x faster than PIL's writer for
+    files about 10% larger."""
+    h, w, _ = pixels.shape
+    rows = np.zeros((h, w * 3 + 1), dtype=np.uint8)  # filter byte 0 ("None") before each row
+    rows[:, 1:] = pixels.reshape(h, w * 3)
+    packer = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_HUFFMAN_ONLY)
+    data = packer.compress(rows.tobytes()) + packer.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8 bits, truecolour, deflate, no filter/interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 def save_image(pixels: np.ndarray, path: str) -> None:
-    """JPEG (quality 90) for .jpg names, PNG otherwise."""
-    img = Image.fromarray(pixels)
+    """JPEG (quality 90) for .jpg names, PNG (`encode_png`) otherwise."""
     if path.endswith((".jpg", ".jpeg")):
-        img.save(path, format="JPEG", quality=90)
+        Image.fromarray(pixels).save(path, format="JPEG", quality=90)
     else:
-        img.save(path, format="PNG", compress_level=1)
+        with open(path, "wb") as f:
+            f.write(encode_png(np.ascontiguousarray(pixels, dtype=np.uint8)))
