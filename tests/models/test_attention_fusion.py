@@ -38,12 +38,14 @@ def test_outputs_of_every_task_it_provides():
     assert model(rec)["region_logits"].shape == (2, 3)
 
 
-@pytest.mark.parametrize("count_glimpses", [0, 2])
-def test_padding_regions_change_nothing(count_glimpses):
-    model = build({"vqa2": {"task": "vqa", "num_answers": 5}}, dropout=0.0, count_glimpses=count_glimpses).eval()
+@pytest.mark.parametrize("count_glimpses,extra", [(0, {}), (2, {}),
+                                                  (4, {"region_mlp": 1, "text_layers": 0, "context_layers": 0})])
+def test_padding_regions_change_nothing(count_glimpses, extra):
+    """Padded regions and padded tokens (a longer question in the batch) change no logit."""
+    model = build({"vqa2": {"task": "vqa", "num_answers": 5}}, dropout=0.0, count_glimpses=count_glimpses, **extra).eval()
     ids = torch.randint(1, 100, (5,))
     alone = Sample(index=0, input_ids=ids, **regions(2))
-    longer = Sample(index=1, input_ids=ids, **regions(6))
+    longer = Sample(index=1, input_ids=torch.randint(1, 100, (9,)), **regions(6))
     with torch.no_grad():
         single = model(collate([alone], "vqa2"))["logits"]
         padded = model(collate([alone, longer], "vqa2"))["logits"][:1]

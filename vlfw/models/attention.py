@@ -29,7 +29,7 @@ from vlfw.registry import MODELS
 from vlfw.tasks import TaskInfo
 
 _DEFAULTS = {**LateFusionModel.DEFAULT_CONFIG, "glimpses": 2, "count_glimpses": 0, "context_layers": 1,
-             "context_heads": 4}
+             "context_heads": 4, "region_mlp": 0}
 
 
 class _TextGuidedAttention(nn.Module):
@@ -68,6 +68,7 @@ class AttentionFusionModel(LateFusionModel):
     """Text-guided attention over region (or grid-cell) states; see the module docstring."""
 
     DEFAULT_CONFIG = _DEFAULTS
+    VISUAL_INPUTS = ("regions",)
 
     def __init__(self, config, task_infos: Mapping[str, TaskInfo]) -> None:
         super().__init__(config, task_infos)
@@ -84,6 +85,12 @@ class AttentionFusionModel(LateFusionModel):
             self.context = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         else:
             self.context = None
+        # region_mlp: residual per-region MLPs on the region states, so each state can hold the
+        # conjunction of its attributes (a red star) before the text scores it; the states of the
+        # region encoder are a linear map of the features
+        self.region_mlp = nn.ModuleList(
+            nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.Linear(2 * hidden, hidden))
+            for _ in range(int(c.get("region_mlp", 0) or 0)))
         self.attention = _TextGuidedAttention(hidden, int(c.glimpses), dropout, int(c.count_glimpses))
         self.region_fusion = _Fusion(hidden, dropout)
 
@@ -93,6 +100,8 @@ class AttentionFusionModel(LateFusionModel):
         states = states.reshape(-1, *states.shape[-2:])
         mask = batch.get("region_mask")
         mask = mask.reshape(-1, mask.shape[-1]).bool() if mask is not None else None
+        for mlp in self.region_mlp:
+            states = states + mlp(states)
         if self.context is not None:
             images = states.shape[0] // text.shape[0]
             query = text.repeat_interleave(images, dim=0)[:, None] if images > 1 else text[:, None]

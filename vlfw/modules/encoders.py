@@ -141,7 +141,8 @@ class TextEncoder(nn.Module):
         self.max_length = max_length
         layer = nn.TransformerEncoderLayer(hidden_size, num_heads, hidden_size * 4, dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        # num_layers 0: no Transformer, the pooled vector is a bag of (position-aware) embeddings
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False) if num_layers > 0 else None
         self.norm = nn.LayerNorm(hidden_size)
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,6 +155,8 @@ class TextEncoder(nn.Module):
             torch.zeros(len(ids), dtype=torch.long, device=ids.device), ids.shape[1]).bool())
         positions = torch.arange(ids.shape[1], device=ids.device)
         states = self.tokens(ids) + self.positions(positions)[None]
-        states = self.norm(self.encoder(states, src_key_padding_mask=~flat_mask))
+        if self.encoder is not None:
+            states = self.encoder(states, src_key_padding_mask=~flat_mask)
+        states = self.norm(states)
         pooled = masked_mean(states, flat_mask)
         return states.view(*lead, ids.shape[1], -1), pooled.view(*lead, -1)
