@@ -9,8 +9,11 @@ BERT's). Each model is built once and warmed up; then `--rounds` rounds alternat
 alike. Printed: steps/s per round, the median and best of each, and the ratio of the medians,
 of the bests and the median of the per-round ratios (vlfw / HF, > 1 = vlfw faster).
 CPU fp32 always; CUDA bf16 autocast as well when a GPU is present.
+`--mode eval` times evaluation instead: both models in eval mode (no dropout), forward passes
+(with the head and the loss) under torch.inference_mode, batches/s; `--mode both` runs both.
 
     python tools/bench/vlbert_speed.py --hidden 256 --layers 4 --heads 4 --batch 8 --steps 10 --rounds 7
+    python tools/bench/vlbert_speed.py --hidden 256 --layers 4 --heads 4 --batch 8 --steps 10 --rounds 7 --mode eval
 """
 
 from __future__ import annotations
@@ -111,8 +114,30 @@ def trainer(build, args, device: str, dtype: torch.dtype | None) -> Callable[[in
     return run
 
 
-def compare(args, device: str, dtype: torch.dtype | None) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    runs = {"vlbert": trainer(vlbert, args, device, dtype), "visualbert": trainer(visualbert, args, device, dtype)}
+def evaluator(build, args, device: str, dtype: torch.dtype | None) -> Callable[[int], tuple[float, float]]:
+    """A model in eval mode, warmed up; returns run(steps) -> (forward passes/s, 0.0)."""
+    torch.manual_seed(0)
+    model, loss_fn = build(args, device)
+    model.eval()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def run(steps: int) -> tuple[float, float]:
+        sync()
+        start = time.perf_counter()
+        with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=dtype, enabled=dtype is not None):
+            for _ in range(steps):
+                loss_fn()
+        sync()
+        return steps / (time.perf_counter() - start), 0.0
+
+    run(args.warmup)
+    return run
+
+
+def compare(args, device: str, dtype: torch.dtype | None,
+            mode: str = "train") -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    make = trainer if mode == "train" else evaluator
+    runs = {"vlbert": make(vlbert, args, device, dtype), "visualbert": make(visualbert, args, device, dtype)}
     rates: dict[str, list[float]] = {"vlbert": [], "visualbert": []}
     optimizer_ms: dict[str, list[float]] = {"vlbert": [], "visualbert": []}
     for round_index in range(args.rounds):
@@ -140,6 +165,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--cpu-only", action="store_true")
+    parser.add_argument("--mode", choices=("train", "eval", "both"), default="train",
+                        help="time training steps, evaluation forward passes (inference_mode), or both")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -149,15 +176,19 @@ def main() -> None:
     print(f"hidden={args.hidden} layers={args.layers} heads={args.heads} text={args.text} regions={args.regions} "
           f"feature={args.feature} batch={args.batch} steps={args.steps} rounds={args.rounds} warmup={args.warmup} "
           f"threads={torch.get_num_threads()} torch={torch.__version__} load average before={os.getloadavg()}")
-    for device, name, dtype in settings:
-        print(f"{device} {name}:")
-        rates, optimizer_ms = compare(args, device, dtype)
+    modes = ("train", "eval") if args.mode == "both" else (args.mode,)
+    for (device, name, dtype), mode in ((setting, mode) for setting in settings for mode in modes):
+        unit = "steps/s" if mode == "train" else "batches/s (eval)"
+        print(f"{device} {name} {mode}:")
+        rates, optimizer_ms = compare(args, device, dtype, mode)
         ours, theirs = rates["vlbert"], rates["visualbert"]
         paired = statistics.median(a / b for a, b in zip(ours, theirs))
-        print(f"{device:5} {name:5} vlfw vlbert steps/s median {statistics.median(ours):.3f} best {max(ours):.3f} | "
+        print(f"{device:5} {name:5} {mode:5} vlfw vlbert {unit} median {statistics.median(ours):.3f} best {max(ours):.3f} | "
               f"HF VisualBert median {statistics.median(theirs):.3f} best {max(theirs):.3f} | ratio of medians "
               f"{statistics.median(ours) / statistics.median(theirs):.3f}, of bests {max(ours) / max(theirs):.3f}, "
               f"median per-round {paired:.3f}")
+        if mode == "eval":
+            continue
         # forward + backward alone: the step time less the optimizer's
         rest = {n: [1000 / r - o for r, o in zip(rates[n], optimizer_ms[n])] for n in rates}
         print(f"      ms per step in AdamW.step (median): vlbert {statistics.median(optimizer_ms['vlbert']):.1f}, "

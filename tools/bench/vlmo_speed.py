@@ -8,7 +8,9 @@ of the per-round ratios, best/best, median/median), and the floating-point opera
 training step as counted by `torch.utils.flop_counter` (what each model executes: VLMo's
 [CLS]-only last layer counts less). On a GPU (`--device cuda --dtype bf16`: autocast bf16,
 weights and optimizer fp32) it also reports MFU, achieved FLOP/s over the chip's dense bf16 peak
-(known chips by name, or `--peak-tflops`).
+(known chips by name, or `--peak-tflops`). `--mode eval` times evaluation instead (both models in
+eval mode, the forward pass and head under torch.inference_mode, batches/s); `--mode both` runs
+the training rounds, then the evaluation rounds.
 
     python tools/bench/vlmo_speed.py --layers 4 --hidden 256 --heads 4 --image-size 96 --batch 8
     python tools/bench/vlmo_speed.py --device cuda --dtype bf16 --layers 12 --hidden 768 --heads 12 \
@@ -60,15 +62,34 @@ def build_vilt(args):
 
 
 def make_stepper(forward, model, batch, labels, autocast_dtype: torch.dtype | None):
+    model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     device_type = labels.device.type
+
+    sync = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             loss = F.cross_entropy(forward(batch).float(), labels)
         loss.backward()
+        sync()
+        start = time.perf_counter()
         optimizer.step()
+        sync()
+        step.optimizer_seconds.append(time.perf_counter() - start)
+    step.optimizer_seconds = []
+    return step
+
+
+def make_evaluator(forward, model, batch, autocast_dtype: torch.dtype | None):
+    device_type = batch["input_ids"].device.type
+
+    def step():
+        model.eval()
+        with torch.inference_mode(), torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
+                                                    enabled=autocast_dtype is not None):
+            forward(batch)
     return step
 
 
@@ -128,6 +149,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: process CPU time (less sensitive to other jobs; use with --threads 1)")
+    parser.add_argument("--mode", choices=("train", "eval", "both"), default="train",
+                        help="time training steps, evaluation forward passes (inference_mode), or both")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                         help="bf16: autocast to bfloat16 (fp32 weights and optimizer state)")
@@ -154,8 +177,18 @@ def main() -> None:
     models = {"vlmo": build_vlmo(args), "vilt": build_vilt(args)}
     for model, _ in models.values():
         model.to(device)
-    steppers = {name: make_stepper(forward, model, batch, labels, autocast_dtype)
-                for name, (model, forward) in models.items()}
+    modes = ("train", "eval") if args.mode == "both" else (args.mode,)
+    for mode in modes:
+        if mode == "train":
+            steppers = {name: make_stepper(forward, model, batch, labels, autocast_dtype)
+                        for name, (model, forward) in models.items()}
+        else:
+            steppers = {name: make_evaluator(forward, model, batch, autocast_dtype)
+                        for name, (model, forward) in models.items()}
+        measure(args, mode, models, steppers, clock, device)
+
+
+def measure(args, mode: str, models, steppers, clock, device: torch.device) -> None:
     load_before = load_average()
     for step in steppers.values():  # first-call allocations and optimizer state, not timed
         for _ in range(args.warmup):
@@ -173,17 +206,21 @@ def main() -> None:
           f"batch={args.batch} patches={patches} text_tokens={args.text_length} threads={args.threads} "
           f"clock={args.clock} steps/round={args.steps} rounds={args.rounds} "
           f"({describe(device)} {args.dtype}, torch {torch.__version__})")
-    print(f"load average before: {load_before}  after: {load_average()}")
+    print(f"{mode}: load average before: {load_before}  after: {load_average()}")
+    unit = "train steps/s" if mode == "train" else "eval batches/s"
     for name, (model, _) in models.items():
         params = sum(p.numel() for p in model.parameters()) / 1e6
         median = statistics.median(rates[name])
         achieved = flops[name] * median / 1e12
         mfu = f"  MFU {100 * achieved / peak:.1f}% of {peak:g}" if peak else ""
-        print(f"{name:5s} params={params:6.1f}M  train steps/s: median {median:.3f}  "
+        print(f"{name:5s} params={params:6.1f}M  {unit}: median {median:.3f}  "
               f"best {max(rates[name]):.3f}  GFLOP/step {flops[name] / 1e9:.2f}  "
               f"TFLOP/s {achieved:.3g}{mfu}  all {[round(r, 3) for r in rates[name]]}")
+    if mode == "train":  # wall time in AdamW.step, the same code for both (untimed steps included)
+        print("ms per step in AdamW.step (median): " + ", ".join(
+            f"{name} {1000 * statistics.median(step.optimizer_seconds):.1f}" for name, step in steppers.items()))
     per_round = [a / b for a, b in zip(rates["vlmo"], rates["vilt"])]
-    print(f"vlmo/vilt speed ratio: median of per-round ratios {statistics.median(per_round):.3f}  "
+    print(f"{mode} vlmo/vilt speed ratio: median of per-round ratios {statistics.median(per_round):.3f}  "
           f"best/best {max(rates['vlmo']) / max(rates['vilt']):.3f}  "
           f"median/median {statistics.median(rates['vlmo']) / statistics.median(rates['vilt']):.3f}  "
           f"per round {[round(r, 3) for r in per_round]}")
