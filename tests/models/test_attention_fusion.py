@@ -39,7 +39,9 @@ def test_outputs_of_every_task_it_provides():
 
 
 @pytest.mark.parametrize("count_glimpses,extra", [(0, {}), (2, {}),
-                                                  (4, {"region_mlp": 1, "text_layers": 0, "context_layers": 0})])
+                                                  (4, {"region_mlp": 1, "text_layers": 0, "context_layers": 0}),
+                                                  (4, {"region_mlp": 1, "text_layers": 0, "context_layers": 0,
+                                                       "glimpse_boxes": True})])
 def test_padding_regions_change_nothing(count_glimpses, extra):
     """Padded regions and padded tokens (a longer question in the batch) change no logit."""
     model = build({"vqa2": {"task": "vqa", "num_answers": 5}}, dropout=0.0, count_glimpses=count_glimpses, **extra).eval()
@@ -90,3 +92,35 @@ def test_the_text_chooses_the_region():
     with torch.no_grad():
         accuracy = (model(batch)["logits"].argmax(1) == batch.label).float().mean().item()
     assert accuracy > 0.9  # chance: 0.25
+
+
+def test_box_summary_of_a_box():
+    from vlfw.models.attention import box_summary
+
+    out = box_summary(torch.tensor([[[8.0, 4.0, 24.0, 12.0]]]), torch.tensor([[32.0, 16.0]]))
+    torch.testing.assert_close(out[0, 0], torch.tensor([0.25, 0.25, 0.75, 0.75, 0.5, 0.5, 0.5, 0.5, 0.25]))
+
+
+def test_glimpse_boxes_carry_where_the_glimpse_looked():
+    """With glimpse_boxes the attended boxes reach the output through their own path: zeroing
+    that path's last layer gives the model without it, and moving the boxes then changes nothing
+    but the region encoder's input."""
+    torch.manual_seed(0)
+    model = build({"nlvr2": {"task": "nlvr2", "num_labels": 2}}, dropout=0.0, glimpse_boxes=True, region_mlp=1,
+                  text_layers=0, context_layers=0, count_glimpses=2).eval()
+    pair = [Sample(index=i, input_ids=torch.randint(1, 100, (5,)), region_features=torch.randn(2, 3, 6),
+                   region_boxes=torch.rand(2, 3, 4) * 8, region_mask=torch.ones(2, 3, dtype=torch.bool),
+                   image_size=torch.full((2, 2), 32.0)) for i in range(2)]
+    batch = collate(pair, "nlvr2")
+    with torch.no_grad():
+        states, mask = model.visual_states(batch, model.encode_text(batch.input_ids, batch.attention_mask))
+        text = model.encode_text(batch.input_ids, batch.attention_mask).repeat_interleave(2, dim=0)
+        from vlfw.models.attention import box_summary
+
+        boxes = box_summary(batch.region_boxes.reshape(-1, 3, 4), batch.image_size.reshape(-1, 2))
+        with_boxes = model.attention(text, states, mask, boxes)
+        moved = model.attention(text, states, mask, boxes.flip(1))
+        assert (with_boxes - moved).abs().amax() > 1e-4  # the glimpses' boxes enter the output
+        torch.nn.init.zeros_(model.attention.where[-1].weight)
+        torch.nn.init.zeros_(model.attention.where[-1].bias)
+        torch.testing.assert_close(model.attention(text, states, mask, boxes), model.attention(text, states, mask, boxes.flip(1)))

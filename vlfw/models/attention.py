@@ -29,7 +29,19 @@ from vlfw.registry import MODELS
 from vlfw.tasks import TaskInfo
 
 _DEFAULTS = {**LateFusionModel.DEFAULT_CONFIG, "glimpses": 2, "count_glimpses": 0, "context_layers": 1,
-             "context_heads": 4, "region_mlp": 0}
+             "context_heads": 4, "region_mlp": 0, "glimpse_boxes": False}
+
+# what each softmax glimpse adds about where it looked (glimpse_boxes): the attention-weighted
+# x1, y1, x2, y2 (fractions of the image), centre, width, height and area
+BOX_SUMMARY = 9
+
+
+def box_summary(boxes: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """boxes (B, N, 4) in pixels, sizes (B, 2) = (width, height) -> (B, N, BOX_SUMMARY)."""
+    scale = sizes.to(boxes.dtype).repeat(1, 2)[:, None].clamp(min=1.0)
+    x1, y1, x2, y2 = (boxes / scale).unbind(-1)
+    w, h = (x2 - x1).clamp(min=0), (y2 - y1).clamp(min=0)
+    return torch.stack([x1, y1, x2, y2, (x1 + x2) / 2, (y1 + y2) / 2, w, h, w * h], dim=-1)
 
 
 class _TextGuidedAttention(nn.Module):
@@ -38,29 +50,43 @@ class _TextGuidedAttention(nn.Module):
     text selects) can count and tell whether something exists: a softmax average cannot, it is
     the same for one red star and for three. The counts enter through a small MLP."""
 
-    def __init__(self, hidden: int, glimpses: int, dropout: float, count_glimpses: int = 0) -> None:
+    def __init__(self, hidden: int, glimpses: int, dropout: float, count_glimpses: int = 0,
+                 glimpse_boxes: bool = False) -> None:
         super().__init__()
         self.glimpses, self.count_glimpses = glimpses, count_glimpses
+        self.glimpse_boxes = glimpse_boxes
         self.text = nn.Linear(hidden, hidden)
         self.state = nn.Linear(hidden, hidden)
         self.score = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, glimpses + count_glimpses))
         self.out = nn.Linear(glimpses * hidden + (hidden if count_glimpses else 0), hidden)
+        if glimpse_boxes:
+            # where the glimpses looked, and their relations (left of, bigger than, next to),
+            # through an MLP of the glimpses' box summaries; added to the output
+            self.where = nn.Sequential(nn.Linear(glimpses * BOX_SUMMARY, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         if count_glimpses:
             self.counts = nn.Sequential(nn.Linear(count_glimpses, hidden), nn.GELU(), nn.Linear(hidden, hidden))
 
-    def forward(self, text: torch.Tensor, states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """text (B, H), states (B, N, H), mask (B, N) True = real -> attended (B, H)."""
+    def forward(self, text: torch.Tensor, states: torch.Tensor, mask: torch.Tensor | None,
+                boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """text (B, H), states (B, N, H), mask (B, N) True = real -> attended (B, H);
+        boxes (B, N, BOX_SUMMARY): the regions' box summaries (glimpse_boxes)."""
         logits = self.score(self.state(states) * self.text(text)[:, None])  # (B, N, G + C)
         soft, gate = logits[..., :self.glimpses], logits[..., self.glimpses:]
         if mask is not None:
             soft = soft.masked_fill(~mask[..., None].bool(), torch.finfo(soft.dtype).min)
-        parts = [torch.einsum("bng,bnh->bgh", soft.softmax(dim=1), states).flatten(1)]
+        weights = soft.softmax(dim=1)
+        parts = [torch.einsum("bng,bnh->bgh", weights, states).flatten(1)]
         if self.count_glimpses:
             gates = gate.sigmoid()
             if mask is not None:
                 gates = gates * mask[..., None].to(gates.dtype)
             parts.append(self.counts(gates.sum(dim=1)))
-        return self.out(torch.cat(parts, dim=-1))
+        out = self.out(torch.cat(parts, dim=-1))
+        if self.glimpse_boxes:
+            if boxes is None:
+                raise ConfigError("attention_fusion: glimpse_boxes needs the batch's region_boxes and image_size")
+            out = out + self.where(torch.einsum("bng,bnk->bgk", weights, boxes.to(weights.dtype)).flatten(1))
+        return out
 
 
 @MODELS.register("attention_fusion")
@@ -91,7 +117,8 @@ class AttentionFusionModel(LateFusionModel):
         self.region_mlp = nn.ModuleList(
             nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.Linear(2 * hidden, hidden))
             for _ in range(int(c.get("region_mlp", 0) or 0)))
-        self.attention = _TextGuidedAttention(hidden, int(c.glimpses), dropout, int(c.count_glimpses))
+        self.attention = _TextGuidedAttention(hidden, int(c.glimpses), dropout, int(c.count_glimpses),
+                                              bool(c.get("glimpse_boxes", False)))
         self.region_fusion = _Fusion(hidden, dropout)
 
     def visual_states(self, batch: Batch, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -114,7 +141,11 @@ class AttentionFusionModel(LateFusionModel):
         states, mask = self.visual_states(batch, text)
         images = states.shape[0] // text.shape[0]
         text = text.repeat_interleave(images, dim=0) if images > 1 else text
-        return self.fusion(text, self.attention(text, states, mask))
+        boxes = None
+        if self.attention.glimpse_boxes:
+            boxes = box_summary(batch.region_boxes.reshape(-1, *batch.region_boxes.shape[-2:]).float(),
+                                batch.image_size.reshape(-1, 2))
+        return self.fusion(text, self.attention(text, states, mask, boxes))
 
     @provides("vqa", "classification", features=("pooled",))
     def pooled_features(self, batch: Batch) -> dict[str, torch.Tensor]:
