@@ -21,5 +21,7 @@ def test_small_loads_the_bundled_bert():
     report = model.bert_report
     assert not report["missing"] or all(k.startswith("mlm.") for k in report["missing"])
     assert not report["unexpected"] and not report["mismatched"]
+    # from BERT, both visual gains start at 0 (the released code): training starts as BERT
+    assert not model.embeddings.visual_ln_object.weight.any() and not model.embeddings.visual_ln_text.weight.any()
     # the VQA head's transform starts as the MLM transform
     assert torch.equal(model.heads.heads["vqa2"].transform.dense.weight, model.mlm.transform.dense.weight)

@@ -6,6 +6,7 @@ import torch
 from vlbert_helpers import build_model
 
 from vlfw.data.batch import Sample, collate
+from vlfw.errors import ConfigError
 from vlfw_vlbert.heads import mlm_loss
 from vlfw_vlbert.visual import geometry_embedding
 
@@ -34,7 +35,9 @@ def regions_batch(features=None):
 
 
 def test_zero_visual_gain_starts_as_text_only_bert():
-    model = build_model({"snli_ve": {"task": "classification", "num_labels": 3, "visual": "regions"}}).eval()
+    # the gains of a model loaded from BERT (objects: auto = 0 there)
+    model = build_model({"snli_ve": {"task": "classification", "num_labels": 3, "visual": "regions"}},
+                        visual_gain_init={"text": 0.0, "objects": 0.0}).eval()
     assert torch.equal(model.embeddings.visual_ln_text.weight, torch.zeros(32))
     assert torch.equal(model.embeddings.visual_ln_object.weight, torch.zeros(32))
     batch = regions_batch()
@@ -54,6 +57,30 @@ def test_zero_visual_gain_starts_as_text_only_bert():
     assert torch.allclose(packed.embeddings[:, :length][real], bert[real], atol=1e-6)
     # packing: sample 0 has 4 tokens, 4 visual elements (whole image + 3) and [END]; no gaps
     assert mask[0].sum() == 4 + 4 + 1 and mask[0, : 9].all()
+
+
+def test_a_random_start_gives_the_visual_elements_their_own_embeddings():
+    """From random weights the visual elements' gain starts at 1 (objects: auto): with 0 every
+    visual element would enter as the same vector and the regions could not be told apart."""
+    infos = {"snli_ve": {"task": "classification", "num_labels": 3, "visual": "regions"}}
+    model = build_model(infos).eval()
+    assert torch.equal(model.embeddings.visual_ln_object.weight, torch.ones(32))
+    assert torch.equal(model.embeddings.visual_ln_text.weight, torch.zeros(32))
+    batch = regions_batch()
+    e = model.embeddings
+    packed = e(batch.input_ids, None, batch.attention_mask, model.visual_from_batch(batch).features)
+    regions = packed.embeddings.gather(1, packed.visual_positions[..., None].expand(-1, -1, 32))[0]
+    assert (regions[1:] - regions[1]).abs().amax() > 0.1  # the three detections differ
+    zero = build_model(infos, visual_gain_init={"text": 0.0, "objects": 0.0}).eval()
+    packed = zero.embeddings(batch.input_ids, None, batch.attention_mask, zero.visual_from_batch(batch).features)
+    regions = packed.embeddings.gather(1, packed.visual_positions[..., None].expand(-1, -1, 32))[0]
+    assert torch.allclose(regions[1:], regions[1].expand_as(regions[1:]), atol=1e-6)  # all the same vector
+    try:
+        build_model(infos, visual_gain_init={"text": 0.0, "objects": "one"})
+    except ConfigError as error:
+        assert "visual_gain_init.objects" in str(error)
+    else:
+        raise AssertionError("a non-numeric gain was accepted")
 
 
 def test_mlm_loss_ignores_unmasked_positions():

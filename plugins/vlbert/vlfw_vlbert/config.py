@@ -26,6 +26,14 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "max_position_embeddings": 512,
     "dropout": 0.1,
     "attention_dropout": 0.1,
+    # std of the normal initialisation of every Linear / Embedding not loaded from BERT:
+    # null = by size (BERT's 0.02; tiny 1/sqrt(64) = 0.125, see the README, "Learning from scratch")
+    "init_std": None,
+    # initial gains of the visual feature term's LayerNorms: on the text tokens (0: training starts
+    # as text-only BERT, the paper's and the released code's choice) and on the visual elements
+    # (auto: 0 when BERT weights are loaded, as the released code; 1 when the model starts random,
+    # where a gain of 0 makes every visual element the same vector)
+    "visual_gain_init": {"text": 0.0, "objects": "auto"},
     # the last layer computes only the outputs a fine-tuning head reads ([CLS], VQA's [MASK]):
     # the same results with less work (its other positions still serve as keys and values)
     "last_layer_read_positions_only": True,
@@ -87,3 +95,20 @@ def resolve_size(config: Any) -> dict[str, Any]:
     if out["hidden_size"] % out["num_heads"]:
         raise ConfigError(f"vlbert: hidden_size {out['hidden_size']} is not divisible by num_heads {out['num_heads']}")
     return out
+
+
+# the initialisation std by size where it is not BERT's 0.02: at 0.02 the 64-wide tiny model's
+# weights are so small next to Adam's steps that the bias and geometry terms swamp the region
+# appearance within a few hundred updates (README, "Learning from scratch")
+INIT_STD: dict[str, float] = {"tiny": 0.125}
+
+
+def init_std(config: Any) -> float:
+    """The initialisation std: `init_std` when set, else by size."""
+    value = config.get("init_std")
+    if value is None:
+        return INIT_STD.get(str(config.size), 0.02)
+    value = float(value)
+    if not value > 0:
+        raise ConfigError(f"model_config.vlbert.init_std must be > 0, got {value}")
+    return value

@@ -42,8 +42,12 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def zero_visual_gain(self) -> None:
-        for norm in (self.visual_ln_text, self.visual_ln_object):
-            nn.init.zeros_(norm.weight)
+        self.init_visual_gain(0.0, 0.0)
+
+    def init_visual_gain(self, text: float, objects: float) -> None:
+        """The visual LayerNorms' gains start at these values (biases at 0)."""
+        for norm, gain in ((self.visual_ln_text, text), (self.visual_ln_object, objects)):
+            nn.init.constant_(norm.weight, float(gain))
             nn.init.zeros_(norm.bias)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, attention_mask: torch.Tensor,

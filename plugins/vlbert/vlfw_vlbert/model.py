@@ -12,10 +12,11 @@ from torch import nn
 from vlfw.data.batch import Batch
 from vlfw.errors import ConfigError
 from vlfw.models.base import BaseModel, provides
+from vlfw.modules.encoders import RegionFeatureNorm
 from vlfw.registry import MODELS
 from vlfw.tasks import TaskInfo, text_settings
 from vlfw_vlbert.bert_init import bundled_bert_path, check_sizes, load_bert
-from vlfw_vlbert.config import CONFIG_CHOICES, DEFAULT_CONFIG, VLBERT_HEADS, resolve_size
+from vlfw_vlbert.config import CONFIG_CHOICES, DEFAULT_CONFIG, VLBERT_HEADS, init_std, resolve_size
 from vlfw_vlbert.embeddings import Embeddings
 from vlfw_vlbert.encoder import Encoder, Pooler, gather_rows
 from vlfw_vlbert.heads import MLMHead, MRCHead
@@ -105,6 +106,8 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
             if len(feature_sizes) > 1:
                 raise ConfigError(f"vlbert: datasets give different region feature sizes {sorted(feature_sizes)}")
             self.region_visual = VisualFeatures(feature_sizes.pop() if feature_sizes else 2048, hidden, *geometry)
+        # z-scores precomputed region features with the train split's statistics (features.normalize)
+        self.region_norm = RegionFeatureNorm(task_infos)
 
         # pre-training heads
         pre = c.pretraining
@@ -137,26 +140,35 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
 
         self._init_weights()
         self.bert_report = self._load_bert()
+        gains = self.config.visual_gain_init
+        objects = gains.objects
+        if objects == "auto":
+            objects = 0.0 if self.bert_report is not None else 1.0
+        for key, value in (("text", gains.text), ("objects", objects)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"model_config.vlbert.visual_gain_init.{key} must be a number"
+                                  f"{' or auto' if key == 'objects' else ''}, got {value!r}")
+        self.embeddings.init_visual_gain(float(gains.text), float(objects))
         self._copy_mlm_transform_into_heads()
         self.register_load_state_dict_pre_hook(self._copy_mlm_transform)
 
     # -- initialisation ---------------------------------------------------------------------------
     def _init_weights(self) -> None:
+        std = init_std(self.config)
         for name, module in self.named_modules():
             if name.startswith("backbone"):
                 continue  # torchvision's own initialisation
             if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=0.02)
+                nn.init.normal_(module.weight, std=std)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, std=0.02)
+                nn.init.normal_(module.weight, std=std)
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         for param in (self.embeddings.image_token, self.embeddings.end_token):
-            nn.init.normal_(param, std=0.02)
-        self.embeddings.zero_visual_gain()
+            nn.init.normal_(param, std=std)
 
     def _load_bert(self) -> dict[str, list[str]] | None:
         mode, path = str(self.config.bert_init), self.config.bert_path
@@ -257,7 +269,8 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
     def visual_from_batch(self, batch: Batch, boxes_key: str = "region_boxes",
                           masked: torch.Tensor | None = None) -> Visual | None:
         if "region_features" in batch:
-            return self._visual(region_features=batch.region_features, region_boxes=batch.region_boxes,
+            return self._visual(region_features=self.region_norm(batch.region_features, batch.dataset_name),
+                                region_boxes=batch.region_boxes,
                                 region_mask=batch.get("region_mask"), image_size=batch.image_size, masked=masked)
         if "image" in batch:
             boxes = batch.get(boxes_key)
@@ -350,7 +363,8 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
         flat = lambda t: None if t is None else t.reshape(-1, *t.shape[2:])  # noqa: E731
         twice = lambda t: None if t is None else t.repeat_interleave(2, dim=0)  # noqa: E731
         if "region_features" in batch:
-            visual = self._visual(region_features=flat(batch.region_features), region_boxes=flat(batch.region_boxes),
+            features = self.region_norm(batch.region_features, batch.dataset_name)
+            visual = self._visual(region_features=flat(features), region_boxes=flat(batch.region_boxes),
                                   region_mask=flat(batch.get("region_mask")), image_size=flat(batch.image_size))
         else:
             visual = self._visual(image=flat(batch.image))
