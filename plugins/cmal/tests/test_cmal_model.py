@@ -184,3 +184,21 @@ def test_the_released_codes_choices_are_options(pretraining):
     each = build(info)
     hybrid, _ = each.fuse(*each.umse(batch, batch.input_ids), batch=batch, scan=None)
     assert len(hybrid.rows) == sum(max(1, min(8, int(m.sum()))) for m in batch.anchor_mask)
+
+
+def test_padding_in_the_batch_changes_no_prediction(shapes_tiny_root):
+    """A sample's logits alone equal its logits in a batch padded to another sample's regions and
+    words: the hybrid sequence's positions count the sample's own slots."""
+    builder = shapes_builder("vqa2", visual="regions", features={"format": "npy"})
+    dataset = builder.build("val")
+    model = build(builder.task_info(), name="vqa2").eval()
+    short = dataset[0]
+    for key in ("region_features", "region_boxes", "region_class_probs", "region_mask"):
+        if key in short and torch.is_tensor(short[key]):
+            short[key] = short[key][:3]  # fewer regions than the other samples
+    others = [dataset[i] for i in range(1, 4)]
+    assert all(o.region_features.shape[0] > 3 for o in others)
+    with torch.no_grad():
+        alone = model(builder.collate([short]))["logits"]
+        together = model(builder.collate([short, *others]))["logits"][:1]
+    torch.testing.assert_close(alone, together, rtol=1e-5, atol=1e-5)

@@ -183,10 +183,19 @@ class CrossModalAssociativePrompt(nn.Module):
             raise ValueError(f"cmap: a hybrid sequence of {slots} slots is longer than max_positions "
                              f"{self.positions.num_embeddings}")
         device = hybrid.features.device
-        positions = self.positions(torch.arange(slots, device=device))
+        # positions count the sample's own slots, as if the sequence were packed: [CLS] 0, its real
+        # regions 1..n, [SEP] n + 1, word j n + 2 + j; so a sample's positions do not depend on how
+        # many regions the other samples of the batch have (padded region slots take 0; masked)
+        slot = torch.arange(slots, device=device)
+        first_word_side = 1 + hybrid.num_regions  # the [SEP] slot
+        real_regions = hybrid.mask[:, 1:first_word_side].sum(1, keepdim=True)  # (count, 1)
+        index = torch.where(slot[None] >= first_word_side, slot[None] - hybrid.num_regions + real_regions,
+                            slot[None].expand(count, -1))
+        index = index.masked_fill(~hybrid.mask & (slot[None] < first_word_side), 0)
+        positions = self.positions(index)
         types = torch.full((slots,), TEXTUAL_TYPE, dtype=torch.long, device=device)
         types[: 1 + hybrid.num_regions] = VISUAL_TYPE  # [CLS] and the region slots; [SEP] opens the words
-        summed = self.feature_fc(hybrid.features) + self.position_fc(positions)[None] + self.type_fc(self.types(types))[None]
+        summed = self.feature_fc(hybrid.features) + self.position_fc(positions) + self.type_fc(self.types(types))[None]
         hybrid.embeddings = self.dropout(self.norm(summed))
         return hybrid
 
