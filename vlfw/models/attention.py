@@ -8,6 +8,8 @@ vectors are fused with the text, and the heads of vlfw read the result. Region s
 `context_layers` Transformer layers over the text vector and the regions together (relations
 such as "left of the blue square" need the other regions, and which ones matter depends on the
 text), and for REC / grounding each region's state is fused with the text before the region scorer.
+`count_glimpses` adds soft counts; `glimpse_boxes` adds where each glimpse looked (its
+attention-weighted box summary), which relations and absence need (docs/learning.md).
 
 It reuses the late-fusion model's encoders (text Transformer, region MLP, the feature
 normalisation), so the two differ only in where the text enters. Region features only
