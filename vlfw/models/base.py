@@ -29,6 +29,18 @@ from vlfw.tasks import TaskInfo
 LOSS_PREFIX = "loss/"
 
 
+def resolve_init_std(config: Any, model: str, by_size: Mapping[str, float], default: float = 0.02) -> float:
+    """`model_config.<model>.init_std`, or when null the value of the model's size in `by_size`
+    (`default`, BERT's 0.02, for sizes not in it). The paper plugins' 64-wide `tiny` sizes use
+    1/sqrt(64): see their READMEs."""
+    value = config.get("init_std")
+    if value is None:
+        return float(by_size.get(str(config.get("size")), default))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"model_config.{model}.init_std must be a number > 0, got {value!r}")
+    return float(value)
+
+
 def provides(*tasks: str, features: tuple[str, ...] | None = None) -> Callable:
     """Mark a model method as the features of `tasks`: method(batch) -> {name: tensor}.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vlfw.errors import ConfigError
+from vlfw.models.base import resolve_init_std as init_std_by_size
 
 OBJECTIVES = ("amc", "mlm", "mrm", "itm", "vtc")
 # the paper's gamma for (AMC, MLM, MRM, ITM, VTC): the share of the data each objective supervises
@@ -21,7 +22,6 @@ SIZES: dict[str, dict[str, int]] = {
 # std of the normal init of Linear / Embedding weights: BERT's 0.02, but 1/sqrt(64) for the 64-wide
 # tiny model, which otherwise starts with [CLS] nearly independent of its input (as VLMo's tiny)
 INIT_STD = {"tiny": 0.125}
-DEFAULT_INIT_STD = 0.02
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "size": "tiny",
@@ -100,12 +100,8 @@ def resolve_sizes(config: Any) -> dict[str, int]:
 
 
 def resolve_init_std(config: Any) -> float:
-    value = config.get("init_std")
-    if value is None:
-        return INIT_STD.get(str(config.size), DEFAULT_INIT_STD)
-    if float(value) <= 0:
-        raise ConfigError(f"model_config.cmal.init_std must be > 0, got {value}")
-    return float(value)
+    """model_config.cmal.init_std, or the size's default when null (vlfw.models.base.resolve_init_std)."""
+    return init_std_by_size(config, "cmal", INIT_STD)
 
 
 def check_gamma(gamma: Any) -> dict[str, float]:

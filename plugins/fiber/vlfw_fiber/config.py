@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vlfw.errors import ConfigError
+from vlfw.models.base import resolve_init_std as init_std_by_size
 
 # image: torchvision SwinTransformer arguments; text: BertConfig sizes; fusion_layers: K, the top
 # image blocks paired one-to-one (counting down from the top) with the top text layers
@@ -27,7 +28,6 @@ SIZES: dict[str, dict[str, Any]] = {
 # tiny text encoder uses 1/sqrt(64): at 0.02 its first token hardly depends on the text at init (mean
 # pairwise cosine 0.9999 over a Shapes batch, 0.90 at 0.125) and ITC from scratch sits at chance
 INIT_STD: dict[str, float] = {"tiny": 0.125}
-DEFAULT_INIT_STD = 0.02
 
 # text_init auto: the bundled MiniLM weights for `small` (the only size whose shape they fit), random otherwise
 TEXT_INIT_AUTO = {"small": "bert"}
@@ -120,9 +120,5 @@ def resolve_text_init(config: Any) -> str:
 
 
 def resolve_init_std(config: Any) -> float:
-    value = config.get("init_std")
-    if value is None:
-        return INIT_STD.get(str(config.size), DEFAULT_INIT_STD)
-    if float(value) <= 0:
-        raise ConfigError(f"model_config.fiber.init_std must be > 0, got {value}")
-    return float(value)
+    """model_config.fiber.init_std, or the size's default when null (vlfw.models.base.resolve_init_std)."""
+    return init_std_by_size(config, "fiber", INIT_STD)

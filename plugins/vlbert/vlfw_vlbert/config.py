@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vlfw.errors import ConfigError
+from vlfw.models.base import resolve_init_std as init_std_by_size
 
 # hidden, layers, heads, intermediate, default ResNet for end-to-end appearance
 SIZES: dict[str, dict[str, Any]] = {
@@ -104,11 +105,5 @@ INIT_STD: dict[str, float] = {"tiny": 0.125}
 
 
 def init_std(config: Any) -> float:
-    """The initialisation std: `init_std` when set, else by size."""
-    value = config.get("init_std")
-    if value is None:
-        return INIT_STD.get(str(config.size), 0.02)
-    value = float(value)
-    if not value > 0:
-        raise ConfigError(f"model_config.vlbert.init_std must be > 0, got {value}")
-    return value
+    """model_config.vlbert.init_std, or the size's default when null (vlfw.models.base.resolve_init_std)."""
+    return init_std_by_size(config, "vlbert", INIT_STD)

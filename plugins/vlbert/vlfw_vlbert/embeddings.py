@@ -25,7 +25,8 @@ class Embeddings(nn.Module):
 
     Text tokens use the word embedding; visual elements a learned [IMG] embedding and [END] a
     learned [END] embedding. The visual feature term passes through a LayerNorm (one for text
-    tokens, one for visual elements) whose gain starts at 0, so training starts as plain BERT.
+    tokens, one for visual elements) whose gains the model sets (`init_visual_gain`: the text
+    tokens' at 0, so their embeddings start as plain BERT's).
     All visual elements share the position right after the text; [END] takes the next one.
     """
 
@@ -40,9 +41,6 @@ class Embeddings(nn.Module):
         self.visual_ln_object = nn.LayerNorm(hidden, eps=LN_EPS)
         self.LayerNorm = nn.LayerNorm(hidden, eps=LN_EPS)
         self.dropout = nn.Dropout(dropout)
-
-    def zero_visual_gain(self) -> None:
-        self.init_visual_gain(0.0, 0.0)
 
     def init_visual_gain(self, text: float, objects: float) -> None:
         """The visual LayerNorms' gains start at these values (biases at 0)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vlfw.models.base import resolve_init_std as init_std_by_size
+
 # layers, hidden, heads, FFN width, number of top layers with a VL-FFN, image size, patch size
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"num_layers": 4, "hidden_size": 64, "num_heads": 4, "ffn_size": 256, "vl_ffn_layers": 1,
@@ -22,7 +24,6 @@ SIZES: dict[str, dict[str, int]] = {
 # [I_CLS] hardly depend on the input at init and training from scratch sits on a plateau
 # (plugins/vlmo/README.md, "Training the tiny model from scratch")
 INIT_STD: dict[str, float] = {"tiny": 0.125}
-DEFAULT_INIT_STD = 0.02
 
 STAGES = ("vision", "language", "vision_language", "finetune")
 
@@ -63,15 +64,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 
 def resolve_init_std(config: Any) -> float:
-    """model_config.vlmo.init_std, or the size's default when null."""
-    value = config.get("init_std")
-    if value is None:
-        return INIT_STD.get(str(config.size), DEFAULT_INIT_STD)
-    if float(value) <= 0:
-        from vlfw.errors import ConfigError
-
-        raise ConfigError(f"model_config.vlmo.init_std must be > 0, got {value}")
-    return float(value)
+    """model_config.vlmo.init_std, or the size's default when null (vlfw.models.base.resolve_init_std)."""
+    return init_std_by_size(config, "vlmo", INIT_STD)
 
 
 def resolve_sizes(config: Any) -> dict[str, int]:
