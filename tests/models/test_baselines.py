@@ -122,3 +122,20 @@ def test_soft_bce_is_scaled_by_the_number_of_answers():
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.targets, reduction="sum")
     assert torch.allclose(SoftBinaryCrossEntropy()(batch, {"logits": logits}), expected)
 
+
+
+@pytest.mark.parametrize("value", [0, -0.1, "big", True])
+def test_init_std_must_be_a_positive_number(value):
+    from vlfw.models.base import resolve_init_std
+
+    with pytest.raises(ConfigError, match=r"model_config\.vlmo\.init_std must be a number > 0"):
+        resolve_init_std({"size": "tiny", "init_std": value}, "vlmo", {"tiny": 0.125})
+
+
+def test_init_std_by_size():
+    from vlfw.models.base import resolve_init_std
+
+    table = {"tiny": 0.125}
+    assert resolve_init_std({"size": "tiny", "init_std": None}, "m", table) == 0.125
+    assert resolve_init_std({"size": "base", "init_std": None}, "m", table) == 0.02
+    assert resolve_init_std({"size": "tiny", "init_std": 0.05}, "m", table) == 0.05
