@@ -188,3 +188,27 @@ def test_split_projection_is_the_linear_on_the_concatenation_and_loads_old_check
         mean = (appearance * visible[..., None]).sum(1) / visible.sum(1, keepdim=True)  # masked / padded excluded
         expected = reference(torch.cat([mean[:, None], hidden], 1), boxes)
     assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_region_features_are_z_scored_and_old_checkpoints_keep_raw_features():
+    """With train statistics the model standardises the region features; a checkpoint saved
+    before VL-BERT did (no region_norm keys) loads with identity statistics, so it computes what
+    it computed before."""
+    stats = {"region_feature_mean": [0.5] * 12, "region_feature_std": [2.0] * 12}
+    infos = {"snli_ve": {"task": "classification", "num_labels": 3, "visual": "regions", **stats}}
+    plain = {"snli_ve": {"task": "classification", "num_labels": 3, "visual": "regions"}}
+    torch.manual_seed(0)
+    model = build_model(infos).eval()
+    torch.manual_seed(0)
+    raw = build_model(plain).eval()  # the same weights, no statistics
+    batch = regions_batch()
+    batch["dataset_name"] = "snli_ve"
+    scaled = regions_batch()
+    scaled["region_features"] = (scaled.region_features - 0.5) / 2.0
+    scaled["dataset_name"] = "snli_ve"
+    with torch.no_grad():
+        torch.testing.assert_close(model.visual_from_batch(batch).features, raw.visual_from_batch(scaled).features)
+        old = {k: v for k, v in raw.state_dict().items()}
+        assert not any(k.startswith("region_norm.") for k in old)
+        model.load_state_dict(old)
+        torch.testing.assert_close(model.visual_from_batch(batch).features, raw.visual_from_batch(batch).features)

@@ -151,6 +151,7 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
         self.embeddings.init_visual_gain(float(gains.text), float(objects))
         self._copy_mlm_transform_into_heads()
         self.register_load_state_dict_pre_hook(self._copy_mlm_transform)
+        self.register_load_state_dict_pre_hook(self._raw_features_checkpoint)
 
     # -- initialisation ---------------------------------------------------------------------------
     def _init_weights(self) -> None:
@@ -200,6 +201,22 @@ class VLBert(PretrainingObjectives, VCRFeatures, BaseModel):
                 head_key, mlm_key = f"{prefix}heads.heads.{dataset}.transform.{key}", f"{prefix}mlm.transform.{key}"
                 if head_key not in state_dict and mlm_key in state_dict:
                     state_dict[head_key] = state_dict[mlm_key].clone()
+
+    def _raw_features_checkpoint(self, module, state_dict, prefix, *args) -> None:
+        """A checkpoint from before VL-BERT z-scored its region features (no `region_norm.` key
+        at all, but a region projection) was trained on the raw features: it loads with the
+        identity statistics (mean 0, std 1), so it keeps computing what it was trained to."""
+        if any(key.startswith(f"{prefix}region_norm.") for key in state_dict):
+            return
+        if not any(key.startswith(f"{prefix}region_visual.") for key in state_dict):
+            return
+        for name in self.region_norm.datasets:
+            mean = getattr(self.region_norm, f"{name}_mean")
+            state_dict[f"{prefix}region_norm.{name}_mean"] = torch.zeros_like(mean)
+            state_dict[f"{prefix}region_norm.{name}_std"] = torch.ones_like(mean)
+        if self.region_norm.datasets:
+            log.warning("vlbert: the checkpoint has no region feature statistics (saved before VL-BERT z-scored "
+                        "its region features): its region features stay raw (identity statistics)")
 
     def pretrained_key_map(self) -> dict[str, str]:
         return {"module.": ""}  # checkpoints saved from a wrapped model
