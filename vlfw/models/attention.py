@@ -27,6 +27,7 @@ from vlfw.data.batch import Batch
 from vlfw.errors import ConfigError
 from vlfw.models.base import provides
 from vlfw.models.baselines import LateFusionModel, _Fusion
+from vlfw.processors.boxes import relative_box_geometry
 from vlfw.registry import MODELS
 from vlfw.tasks import TaskInfo
 
@@ -40,10 +41,10 @@ BOX_SUMMARY = 9
 
 def box_summary(boxes: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     """boxes (B, N, 4) in pixels, sizes (B, 2) = (width, height) -> (B, N, BOX_SUMMARY)."""
-    scale = sizes.to(boxes.dtype).repeat(1, 2)[:, None].clamp(min=1.0)
-    x1, y1, x2, y2 = (boxes / scale).unbind(-1)
-    w, h = (x2 - x1).clamp(min=0), (y2 - y1).clamp(min=0)
-    return torch.stack([x1, y1, x2, y2, (x1 + x2) / 2, (y1 + y2) / 2, w, h, w * h], dim=-1)
+    geometry = relative_box_geometry(boxes, sizes)
+    xyxy, wh = geometry[..., :4], geometry[..., 4:6].clamp(min=0)
+    centre = (xyxy[..., :2] + xyxy[..., 2:]) / 2
+    return torch.cat([xyxy, centre, wh, wh[..., :1] * wh[..., 1:]], dim=-1)
 
 
 class _TextGuidedAttention(nn.Module):

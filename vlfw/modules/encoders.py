@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from vlfw.processors.boxes import relative_box_geometry
 from vlfw.registry import ENCODERS
 
 
@@ -119,12 +120,7 @@ class RegionEncoder(nn.Module):
     def forward(self, features: torch.Tensor, boxes: torch.Tensor, image_size: torch.Tensor,
                 mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """features (B, N, D), boxes (B, N, 4) pixels, image_size (B, 2) -> (states (B,N,H), pooled (B,H))."""
-        wh = image_size.to(boxes.dtype).clamp(min=1.0)
-        scale = torch.cat([wh, wh], dim=-1).unsqueeze(-2)
-        xyxy = boxes / scale
-        width = xyxy[..., 2] - xyxy[..., 0]
-        height = xyxy[..., 3] - xyxy[..., 1]
-        geometry = torch.cat([xyxy, width[..., None], height[..., None], (width * height)[..., None]], dim=-1)
+        geometry = relative_box_geometry(boxes, image_size)
         states = self.dropout(self.norm(self.feature(features) + self.geometry(geometry)))
         return states, masked_mean(self.pool_mlp(states), mask)
 

@@ -55,6 +55,16 @@ def box_geometry(boxes: torch.Tensor, width: float, height: float) -> torch.Tens
     return torch.cat([normalized, w.unsqueeze(-1), h.unsqueeze(-1), (w * h).unsqueeze(-1)], dim=-1)
 
 
+def relative_box_geometry(boxes: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
+    """Batched `box_geometry`: boxes (B, N, 4) xyxy pixels, image_size (B, 2) = (width, height)
+    -> (B, N, 7) [x1, y1, x2, y2, w, h, w*h] relative to each image (sizes below 1 count as 1)."""
+    wh = image_size.to(boxes.dtype).clamp(min=1.0)
+    xyxy = boxes / torch.cat([wh, wh], dim=-1).unsqueeze(-2)
+    width = xyxy[..., 2] - xyxy[..., 0]
+    height = xyxy[..., 3] - xyxy[..., 1]
+    return torch.cat([xyxy, width[..., None], height[..., None], (width * height)[..., None]], dim=-1)
+
+
 def validate_boxes(boxes: torch.Tensor, width: float, height: float, tolerance: float = 1.0) -> str | None:
     """None when every xyxy box is finite, non-degenerate and inside the image (with
     `tolerance` pixels of slack for rounding); otherwise a message naming the first bad box."""
