@@ -104,3 +104,47 @@ def test_world_options_are_checked_before_anything_is_written(tmp_path, option, 
     expected = "true or false" if option == "features" else "a positive integer"
     assert str(info.value) == f"Shapes world option {option} must be {expected}, got {value!r}"
     assert not (tmp_path / "cache").exists()
+
+
+def _tree_bytes(root):
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
+def test_render_workers_write_the_same_files(tmp_path):
+    """Rendering in worker processes (the default on a machine with more than one core) writes
+    byte for byte what rendering inline writes: images, features and annotations."""
+    inline, parallel = str(tmp_path / "inline"), str(tmp_path / "parallel")
+    generate_module.generate_world(inline, "tiny", seed=3, workers=0)
+    generate_module.generate_world(parallel, "tiny", seed=3, workers=2)
+    a, b = _tree_bytes(inline), _tree_bytes(parallel)
+    assert len(a) > 100 and a.keys() == b.keys()
+    assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_a_crash_in_a_render_worker_leaves_nothing(tmp_path, monkeypatch):
+    import vlfw.world.pools as pools
+
+    def broken(scene):
+        raise RuntimeError("simulated crash while rendering")
+
+    monkeypatch.setattr(pools, "render_scene", broken)  # forked workers inherit it
+    monkeypatch.setenv("VLFW_WORLD_WORKERS", "2")
+    with pytest.raises(RuntimeError, match="simulated crash while rendering"):
+        ensure_world("tiny", seed=7, cache_dir=str(tmp_path))
+    final = world_dir("tiny", 7, str(tmp_path))
+    assert not os.path.exists(final)
+    assert [e for e in os.listdir(os.path.dirname(final)) if not e.endswith(".lock")] == []
+
+
+def test_bad_render_worker_count_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLFW_WORLD_WORKERS", "many")
+    with pytest.raises(DataError, match="VLFW_WORLD_WORKERS must be an integer"):
+        generate_module.generate_world(str(tmp_path / "w"), "tiny", seed=0)
+    with pytest.raises(DataError, match="render workers must be >= 0"):
+        generate_module.generate_world(str(tmp_path / "w"), "tiny", seed=0, workers=-1)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
+from concurrent.futures import Executor, ProcessPoolExecutor
 
 from vlfw.errors import DataError, did_you_mean
 from vlfw.world import cc3m, coco, flickr, nlvr2, refcoco, vcr
 from vlfw.world.detector import CLASSES, FeatureWriter, FrozenBackbone
-from vlfw.world.pools import ImagePool
+from vlfw.world.pools import ImagePool, render_workers
 
 SIZES = {
     "tiny": {"coco": {"train2014": 40, "val2014": 20, "test2015": 8}, "flickr30k": 30,
@@ -41,9 +43,22 @@ def check_options(options: dict) -> None:
             raise DataError(f"Shapes world option {name} must be a positive integer, got {value!r}")
 
 
-def generate_world(root: str, size: str = "tiny", seed: int = 0, **options) -> dict:
-    """Writes every benchmark of the world under `root` (created); returns counts and timings."""
+def generate_world(root: str, size: str = "tiny", seed: int = 0, workers: int | None = None, **options) -> dict:
+    """Writes every benchmark of the world under `root` (created); returns counts and timings.
+    `workers`: processes that render and encode images (`pools.render_workers`); the files are
+    the same for any number."""
     check_options(options)
+    resolve_size(size)
+    workers = render_workers(workers)
+    if workers == 0:
+        return _generate(root, size, seed, None, options)
+    # fork: the workers need only the scenes (no torch), and start in milliseconds
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with ProcessPoolExecutor(workers, mp_context=context) as executor:
+        return _generate(root, size, seed, executor, options)
+
+
+def _generate(root: str, size: str, seed: int, executor: Executor | None, options: dict) -> dict:
     opts = {**OPTIONS, **options}
     spec = resolve_size(size)
     wh = {"width": opts["image_size"], "height": opts["image_size"]}
@@ -54,9 +69,9 @@ def generate_world(root: str, size: str = "tiny", seed: int = 0, **options) -> d
 
     def new_pool(name: str, npy_dir: str | None = None) -> ImagePool:
         if backbone is None:
-            return ImagePool(None)
+            return ImagePool(None, executor)
         return ImagePool(FeatureWriter(root, name, opts["feature_dim"], opts["max_boxes"], seed, backbone,
-                                       npy_dir=npy_dir))
+                                       npy_dir=npy_dir), executor)
 
     def step(name: str, fn, *args):
         start = time.perf_counter()
