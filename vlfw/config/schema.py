@@ -137,6 +137,7 @@ NUMBERS: dict[str, Number] = {
     "dataset_config.*.shapes.seed": non_negative_int(),  # as `vlfw_prepare shapes --seed`
     "dataset_config.*.features.normalize_samples": positive_int(),
     "dataset_config.*.features.max_regions": non_negative_int(),
+    "dataset_config.*.features.cache_mb": non_negative(),
 }
 
 # list key -> required length

@@ -157,7 +157,8 @@ class CC3MBuilder(ShardSourceMixin, NativeBuilder):
                 features["butd_tsv"] = [p for p in paths if folder in os.path.basename(p)] or paths
             elif features.get("npy") and path_manager.isdir(join(features["npy"], folder)):
                 features["npy"] = join(features["npy"], folder)
-            readers[native] = make_feature_reader(self.name, fmt, features, int(self.config.features.max_regions))
+            readers[native] = make_feature_reader(self.name, fmt, features, int(self.config.features.max_regions),
+                                                  cache_mb=float(self.config.features.get("cache_mb", 0) or 0))
         return readers[native]
 
     def class_probability_reader(self):

@@ -44,8 +44,10 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "shapes": {"size": "tiny", "seed": 0},
     "visual": "images",  # images | regions
     # normalize: z-score each feature dimension with train-split statistics (vlfw/datasets/feature_stats.py),
-    # applied by the models that read region features; normalize_samples: train samples it is fitted on
-    "features": {"format": "butd_tsv", "path": None, "max_regions": 36, "normalize": True, "normalize_samples": 1000},
+    # applied by the models that read region features; normalize_samples: train samples it is fitted on;
+    # cache_mb: decoded regions kept in memory per dataset (and per DataLoader worker), 0: none
+    "features": {"format": "butd_tsv", "path": None, "max_regions": 36, "normalize": True, "normalize_samples": 1000,
+                 "cache_mb": 512},
     "splits": {},
     "skip_bad_records": False,
     "max_samples": None,
@@ -292,6 +294,7 @@ class NativeBuilder(DatasetBuilder):
             self._features = make_feature_reader(
                 self.name, str(self.config.features.format), self.paths.features,
                 int(self.config.features.max_regions), self.skip_bad_records,
+                float(self.config.features.get("cache_mb", 0) or 0),
             )
         return self._features
 

@@ -13,6 +13,7 @@ import io
 import os
 import sys
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -86,13 +87,77 @@ def _regions(features: np.ndarray, boxes: np.ndarray, width: float, height: floa
     return out
 
 
-class ButdTsvReader:
+class RegionCache:
+    """A least-recently-used cache of decoded regions, bounded in bytes (`features.cache_mb`).
+
+    Reading one image's regions decodes a file (and for npy its info pickle, through the
+    restricted pure-Python unpickler: ~1 ms); a VQA image is read once per question and again
+    every epoch. Reads return copies, so a mapper that edits a sample's tensors in place cannot
+    change the cache. Each DataLoader worker process keeps its own (a pickled reader starts empty)."""
+
+    def __init__(self, budget_mb: float = 0) -> None:
+        self.budget = int(float(budget_mb) * 2 ** 20)
+        self.entries: OrderedDict[Any, dict[str, torch.Tensor]] = OrderedDict()
+        self.bytes = 0
+        self.lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {"budget": self.budget}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["budget"] / 2 ** 20)
+
+    @staticmethod
+    def _size(value: dict[str, torch.Tensor]) -> int:
+        return sum(t.numel() * t.element_size() for t in value.values())
+
+    def get(self, key: Any) -> dict[str, torch.Tensor] | None:
+        if self.budget <= 0:
+            return None
+        with self.lock:
+            value = self.entries.get(key)
+            if value is None:
+                return None
+            self.entries.move_to_end(key)
+        return {name: tensor.clone() for name, tensor in value.items()}
+
+    def put(self, key: Any, value: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Keeps a copy of `value` (when it fits the budget) and returns `value`."""
+        size = self._size(value)
+        if self.budget <= 0 or size > self.budget:
+            return value
+        with self.lock:
+            if key in self.entries:
+                return value
+            self.entries[key] = {name: tensor.clone() for name, tensor in value.items()}
+            self.bytes += size
+            while self.bytes > self.budget:
+                _, dropped = self.entries.popitem(last=False)
+                self.bytes -= self._size(dropped)
+        return value
+
+
+class _CachedRegionReads:
+    """`read` through the reader's RegionCache; subclasses decode in `_decode`."""
+
+    cache: RegionCache
+
+    def read(self, image_id: str, stem: str = "", record: str = "") -> dict[str, torch.Tensor]:
+        key = (str(image_id), stem)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        return self.cache.put(key, self._decode(image_id, stem, record))
+
+
+class ButdTsvReader(_CachedRegionReads):
     """Bottom-up-attention TSV files, read lazily: an index of line offsets by image_id is built
     once (one pass reading only the first column), then each read seeks to one line."""
 
     FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
 
-    def __init__(self, paths: list[str], max_regions: int = 36, dataset: str = "") -> None:
+    def __init__(self, paths: list[str], max_regions: int = 36, dataset: str = "", cache_mb: float = 0) -> None:
+        self.cache = RegionCache(cache_mb)
         if not paths:
             raise DataError(f"{dataset}: visual=regions with features.format=butd_tsv needs features.path (TSV file(s))")
         self.paths = [str(p) for p in paths]
@@ -135,7 +200,7 @@ class ButdTsvReader:
             self._handles[key] = handle
         return handle
 
-    def read(self, image_id: str, stem: str = "", record: str = "") -> dict[str, torch.Tensor]:
+    def _decode(self, image_id: str, stem: str = "", record: str = "") -> dict[str, torch.Tensor]:
         found = self.index.get(str(image_id))
         if found is None and stem:
             found = self.index.get(stem)
@@ -188,7 +253,7 @@ class ButdTsvReader:
         return None
 
 
-class NpyFeatureReader:
+class NpyFeatureReader(_CachedRegionReads):
     """Per-image `<stem>.npy` (N, D) and `<stem>_info.npy` (MMF layout).
 
     `_info.npy` files are pickles: they are read through vlfw.restricted_pickle, which rebuilds
@@ -196,7 +261,8 @@ class NpyFeatureReader:
     features.path may point at a directory from an untrusted source.
     """
 
-    def __init__(self, directory: str, max_regions: int = 36, dataset: str = "") -> None:
+    def __init__(self, directory: str, max_regions: int = 36, dataset: str = "", cache_mb: float = 0) -> None:
+        self.cache = RegionCache(cache_mb)
         if not directory:
             raise DataError(f"{dataset}: visual=regions with features.format=npy needs features.path (a directory)")
         self.directory = str(directory)
@@ -231,7 +297,7 @@ class NpyFeatureReader:
             raise BadRecordError(path, where, "the info file does not hold a dict", kind="features")
         return info
 
-    def read(self, image_id: str, stem: str = "", record: str = "") -> dict[str, torch.Tensor]:
+    def _decode(self, image_id: str, stem: str = "", record: str = "") -> dict[str, torch.Tensor]:
         stem = stem or str(image_id)
         feature_path, info_path = self._paths(stem)
         where = f"image {stem}" + (f" ({record})" if record else "")
@@ -301,11 +367,13 @@ class NpyFeatureReader:
         return None
 
 
-def make_feature_reader(dataset: str, fmt: str, features: dict[str, Any], max_regions: int, skip: bool = False):
-    """The reader for `features.format` from the resolved feature locations."""
+def make_feature_reader(dataset: str, fmt: str, features: dict[str, Any], max_regions: int, skip: bool = False,
+                        cache_mb: float = 0):
+    """The reader for `features.format` from the resolved feature locations; `cache_mb` bounds its
+    cache of decoded regions (RegionCache; 0: none)."""
     if fmt == "butd_tsv":
         paths = features.get("butd_tsv")
-        return ButdTsvReader(list(paths or []), max_regions, dataset)
+        return ButdTsvReader(list(paths or []), max_regions, dataset, cache_mb)
     if fmt == "npy":
-        return NpyFeatureReader(features.get("npy"), max_regions, dataset)
+        return NpyFeatureReader(features.get("npy"), max_regions, dataset, cache_mb)
     raise DataError(f"dataset_config.{dataset}.features.format must be 'butd_tsv' or 'npy', got {fmt!r}")
