@@ -21,6 +21,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "distributed.backend": ("auto", "nccl", "gloo"),
     "multitask.mode": ("one_per_update", "all_per_update"),
     "checkpoint.resume": (False, True, "auto"),
+    "optimizer.implementation": ("auto", "fused", "foreach", "for_loop"),
 }
 
 RUN_PARTS = ("train", "val", "test")

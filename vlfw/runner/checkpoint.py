@@ -312,12 +312,19 @@ def optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
     return get_optimizer_state_dict(model, optimizer, options=_FULL_ON_CPU)
 
 
+IMPLEMENTATION_KEYS = ("fused", "foreach")
+
+
 def load_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
     """Parameters that never had a gradient (the head of a dataset not drawn yet) have no optimizer
     state in the checkpoint. set_optimizer_state_dict initialises one for them (step 1, zero
     moments), which is not what a fresh state is (step 0): those are removed again, so the
-    resumed run continues exactly."""
+    resumed run continues exactly. The implementation switches (`fused`, `foreach`) stay those
+    of this run's config: a checkpoint written with another would otherwise bring its own."""
+    switches = [{key: group[key] for key in IMPLEMENTATION_KEYS if key in group} for group in optimizer.param_groups]
     set_optimizer_state_dict(model, optimizer, dict(state), options=_FULL_LENIENT)
+    for group, kept in zip(optimizer.param_groups, switches):
+        group.update(kept)
     saved = set((state.get("state") or {}).keys())
     for name, parameter in model.named_parameters():
         if name not in saved:

@@ -39,16 +39,44 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_decay: Iterable[s
     return list(groups.values())
 
 
+FUSED_DEVICES = ("cpu", "cuda")
+
+
+def implementation(groups: list[dict[str, Any]], config: Any) -> dict[str, bool]:
+    """torch's `fused` / `foreach` switches for `optimizer.implementation`.
+
+    `auto` (the default) uses the fused kernel when every parameter is a plain floating tensor on
+    one CPU or CUDA device, else torch's own choice; `fused`, `foreach` and `for_loop` force one
+    (a forced `fused` on unsupported parameters is torch's error). On the CPU the fused AdamW
+    step is ~6x faster than the per-tensor loop torch picks there by default
+    (tools/bench/optimizer_step.py); results differ from the loop in the last bits only.
+    """
+    choice = str(config.get("implementation", "auto") or "auto")
+    if choice == "fused":
+        return {"fused": True}
+    if choice == "foreach":
+        return {"foreach": True}
+    if choice == "for_loop":
+        return {"foreach": False}
+    params = [p for group in groups for p in group["params"]]
+    devices = {p.device for p in params}
+    plain = all(type(p) in (torch.Tensor, nn.Parameter) and p.is_floating_point() for p in params)
+    if plain and len(devices) == 1 and next(iter(devices)).type in FUSED_DEVICES:
+        return {"fused": True}
+    return {}
+
+
 @OPTIMIZERS.register("adamw")
 def adamw(groups: list[dict[str, Any]], config: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=float(config.lr), betas=tuple(float(b) for b in config.betas),
-                             eps=float(config.eps), weight_decay=float(config.weight_decay))
+                             eps=float(config.eps), weight_decay=float(config.weight_decay),
+                             **implementation(groups, config))
 
 
 @OPTIMIZERS.register("sgd")
 def sgd(groups: list[dict[str, Any]], config: Any) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=float(config.lr), momentum=float(config.get("momentum", 0.9) or 0.0),
-                           weight_decay=float(config.weight_decay))
+                           weight_decay=float(config.weight_decay), **implementation(groups, config))
 
 
 def build_optimizer(model: nn.Module, config: Any) -> torch.optim.Optimizer:
