@@ -123,8 +123,10 @@ class RegionCache:
 
     def put(self, key: Any, value: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Keeps a copy of `value` (when it fits the budget) and returns `value`."""
+        if self.budget <= 0:
+            return value
         size = self._size(value)
-        if self.budget <= 0 or size > self.budget:
+        if size > self.budget:
             return value
         with self.lock:
             if key in self.entries:
