@@ -48,19 +48,18 @@ def generate_world(root: str, size: str = "tiny", seed: int = 0, workers: int | 
     `workers`: processes that render and encode images (`pools.render_workers`); the files are
     the same for any number."""
     check_options(options)
-    resolve_size(size)
+    spec = resolve_size(size)
     workers = render_workers(workers)
     if workers == 0:
-        return _generate(root, size, seed, None, options)
+        return _generate(root, spec, seed, None, options)
     # fork: the workers need only the scenes (no torch), and start in milliseconds
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     with ProcessPoolExecutor(workers, mp_context=context) as executor:
-        return _generate(root, size, seed, executor, options)
+        return _generate(root, spec, seed, executor, options)
 
 
-def _generate(root: str, size: str, seed: int, executor: Executor | None, options: dict) -> dict:
+def _generate(root: str, spec: dict, seed: int, executor: Executor | None, options: dict) -> dict:
     opts = {**OPTIONS, **options}
-    spec = resolve_size(size)
     wh = {"width": opts["image_size"], "height": opts["image_size"]}
     os.makedirs(root, exist_ok=True)
     timings: dict[str, float] = {}
