@@ -12,7 +12,13 @@ evaluation samples, vlfw's metric objects), so the comparison is about the model
 - NLVR2: the same per image, both images' outputs concatenated;
 - RefCOCO+: each region scored by w . (r_i * q).
 
+With `--visual pixels` (VQA, SNLI-VE, NLVR2) the regions are the cells of a small CNN's grid over
+the image tensor (four 3x3 convolutions, the last three of stride 2: an 8 x 8 grid at 64 px), each
+cell with its centre and size as geometry: the simplest pixel reader, the yardstick for the models
+that read pixels (VLMo, FIBER).
+
     python tools/bench/reference_models.py --task vqa2 --updates 1500 [--size default] [--seed 1] [--blind]
+    python tools/bench/reference_models.py --task vqa2 --visual pixels --image-size 64
 
 `--blind` feeds every sample the regions of another sample of its batch (a blind twin trained
 and evaluated the same way). Prints val (and test) scores every `--eval-every` updates, with
@@ -87,11 +93,50 @@ class Reader(nn.Module):
         return {"logits": self.answer(self.read(q, states, mask))}
 
 
+class PixelReader(Reader):
+    """The same reader over the cells of a small CNN's grid instead of detector regions."""
+
+    def __init__(self, vocab: int, outputs: int, task: str, hidden: int = 256, counts: int = 4,
+                 width: int = 32) -> None:
+        super().__init__(vocab, 0, outputs, task, torch.zeros(0), torch.ones(0), hidden, counts)
+        layers, channels = [], 3
+        for k, out in enumerate([width, 2 * width, 4 * width, 4 * width]):
+            layers += [nn.Conv2d(channels, out, 3, stride=1 if k == 0 else 2, padding=1), nn.BatchNorm2d(out), nn.ReLU()]
+            channels = out
+        self.cnn = nn.Sequential(*layers)
+        self.regions = nn.Sequential(nn.Linear(channels + 5, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+
+    def grid_states(self, image: torch.Tensor) -> torch.Tensor:
+        grid = self.cnn(image)  # (B, C, h, w)
+        b, _, h, w = grid.shape
+        ys, xs = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")
+        geometry = torch.stack([xs, ys, torch.full_like(xs, 1 / w), torch.full_like(xs, 1 / h),
+                                torch.full_like(xs, 1 / (h * w))], dim=-1).reshape(1, h * w, 5)
+        cells = grid.flatten(2).transpose(1, 2)
+        return self.regions(torch.cat([cells, geometry.expand(b, -1, -1)], dim=-1))
+
+    def forward(self, batch) -> dict[str, torch.Tensor]:
+        q = self.text_vector(batch)
+        image = batch["image"]
+        if self.task == "nlvr2":  # (B, 2, 3, H, W)
+            parts = []
+            for k in range(2):
+                states = self.grid_states(image[:, k])
+                parts.append(self.read(q, states, torch.ones(states.shape[:2], dtype=torch.bool)))
+            return {"logits": self.answer(torch.cat(parts, dim=-1))}
+        states = self.grid_states(image)
+        return {"logits": self.answer(self.read(q, states, torch.ones(states.shape[:2], dtype=torch.bool)))}
+
+
+VISUAL_KEYS = ("region_features", "region_boxes", "region_mask", "image_size", "image")
+
+
 def swap_regions(batch):
     out = type(batch)(batch)
     shift = max(1, batch.batch_size // 2)
-    for name in ("region_features", "region_boxes", "region_mask", "image_size"):
-        out[name] = batch[name].roll(shift, dims=0)
+    for name in VISUAL_KEYS:
+        if name in batch:
+            out[name] = batch[name].roll(shift, dims=0)
     return out
 
 
@@ -135,24 +180,38 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--blind", action="store_true")
+    parser.add_argument("--visual", choices=["regions", "pixels"], default="regions")
+    parser.add_argument("--image-size", type=int, default=64, help="with --visual pixels")
+    parser.add_argument("--width", type=int, default=32, help="with --visual pixels: the CNN's first width")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    builder = shapes_builder(args.task, args.size, visual="regions")
+    if args.visual == "pixels" and args.task == "refcoco_plus":
+        parser.error("--visual pixels reads VQA, SNLI-VE and NLVR2 (RefCOCO+ scores given boxes)")
+    if args.visual == "pixels":
+        builder = shapes_builder(args.task, args.size, visual="images",
+                                 processors={"image": {"params": {"size": args.image_size}}})
+    else:
+        builder = shapes_builder(args.task, args.size, visual="regions")
     info = builder.task_info()
     metrics = build_metrics({"dataset_config": {args.task: builder.config}}, args.task, info)
-    mean = torch.tensor(info.region_feature_mean) if info.region_feature_mean else torch.zeros(info.region_feature_size)
-    std = torch.tensor(info.region_feature_std) if info.region_feature_std else torch.ones(info.region_feature_size)
     outputs = info.num_answers or info.num_labels or 1
-    model = Reader(info.text.vocab_size, int(info.region_feature_size), int(outputs), args.task, mean, std, args.hidden)
+    if args.visual == "pixels":
+        model = PixelReader(info.text.vocab_size, int(outputs), args.task, args.hidden, width=args.width)
+    else:
+        mean = torch.tensor(info.region_feature_mean) if info.region_feature_mean else torch.zeros(info.region_feature_size)
+        std = torch.tensor(info.region_feature_std) if info.region_feature_std else torch.ones(info.region_feature_size)
+        model = Reader(info.text.vocab_size, int(info.region_feature_size), int(outputs), args.task, mean, std,
+                       args.hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed)
     dataset = builder.build("train")
     train = DataLoader(dataset, batch_size=64, shuffle=True, drop_last=len(dataset) >= 64, collate_fn=builder.collate,
                        generator=generator)
     start, update = time.time(), 0
-    print(f"reference reader on {args.task} ({args.size}, seed {args.seed}{', BLIND' if args.blind else ''})")
+    print(f"reference reader on {args.task} ({args.size}, {args.visual}, seed {args.seed}"
+          f"{', BLIND' if args.blind else ''})")
     while update < args.updates:
         for batch in train:
             batch = swap_regions(batch) if args.blind else batch

@@ -70,6 +70,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "text_heads": None,
     "text_ffn": None,
     "fusion_layers": None,    # K; 0 = no cross-attention at all (two unimodal backbones)
+    "fusion_gate_init": 0.0,  # every fusion_gate's start (the paper: 0, the backbones exactly unimodal)
     "vocab_size": None,       # null: the datasets' tokenizer (TaskInfo.text)
     "max_text_length": 64,    # text positions (captioning: at least the tokenizer's and generation's max_length)
     "dropout": 0.1,           # BERT hidden and attention dropout

@@ -106,6 +106,11 @@ class FIBER(BaseModel):
         pairs = range(image.num_blocks - k, image.num_blocks)
         text = BertBackbone(bert, [image.width_of(j) for j in pairs], dropout)
         self.encoder = FusionEncoder(image, text, k)
+        gate_init = float(c.fusion_gate_init)
+        if gate_init != 0.0:  # the paper's 0 keeps every backbone exactly unimodal at the start
+            for name, parameter in self.encoder.named_parameters():
+                if name.endswith("fusion_gate"):
+                    nn.init.constant_(parameter, gate_init)
         self.hidden_size = hidden
         image_dim = image.out_dim
         self.fused_text_pooler = _pooler(hidden, hidden)
