@@ -1,0 +1,101 @@
+"""The CMAL paper's Table 3 as a ladder on the Shapes world: pre-training objectives added one at a time.
+
+Each rung pre-trains the tiny CMAL on the Shapes COCO captions with the objectives of its row
+(`projects/cmal/configs/pretrain/shapes.yaml`, gamma as task proportions, restricted to those
+objectives), then fine-tunes one downstream recipe from that checkpoint; rung `none` fine-tunes
+from random weights. Same data, schedule, batch, seed and number of updates on every rung.
+
+    none  ->  itm  ->  +mlm  ->  +mrm  ->  +vtc  ->  +amc (all five, the full model)
+
+    python tools/bench/cmal_ladder.py --task snli_ve --pretrain-updates 2000 --updates 2000 --seeds 1
+    python tools/bench/cmal_ladder.py --task vqa --rungs none all --seeds 1 2 3
+
+Each rung's pre-training config is written next to its run (`<save-dir>/<rung>_seed<s>/pretrain.yaml`).
+Prints one line per run and a Markdown table of the final validation metric.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from vlfw.config import load_config
+from vlfw.config.loader import load_project_file
+from vlfw.runner import run
+
+PRETRAIN = "projects/cmal/configs/pretrain/shapes.yaml"
+LADDER = ["itm", "mlm", "mrm", "vtc", "amc"]  # the paper's Table 3 order
+RUNGS = {"none": []} | {("all" if k == len(LADDER) else "+".join(LADDER[:k])): LADDER[:k]
+                       for k in range(1, len(LADDER) + 1)}
+TASKS = {"vqa": ("vqa2", "vqa_accuracy"), "nlvr2": ("nlvr2", "accuracy"), "snli_ve": ("snli_ve", "accuracy"),
+         "refcoco_plus": ("refcoco_plus", "acc@0.5")}
+
+
+def pretrain_config(objectives: list[str], path: Path) -> Path:
+    """The Shapes pre-training recipe restricted to `objectives` (their gamma kept), written to `path`."""
+    recipe = load_project_file(PRETRAIN)
+    names = [f"cmal_{o}" for o in objectives]
+    recipe.datasets = names
+    recipe.dataset_config = {n: recipe.dataset_config[n] for n in names}
+    recipe.multitask.ratios = {n: recipe.multitask.ratios[n] for n in names}
+    recipe.model_config = OmegaConf.merge(recipe.get("model_config") or {},
+                                          {"cmal": {"pretraining": {o: o in objectives for o in LADDER}}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(OmegaConf.to_yaml(recipe), encoding="utf-8")
+    return path
+
+
+def rung(name: str, seed: int, args: argparse.Namespace, root: Path) -> float:
+    where = root / f"{name.replace('+', '_')}_seed{seed}"
+    pretrained = "null"
+    if RUNGS[name]:
+        config = pretrain_config(RUNGS[name], where / "pretrain.yaml")
+        run(load_config([f"config={config}", f"training.max_updates={args.pretrain_updates}",
+                         f"training.checkpoint_every={args.pretrain_updates}", f"seed={seed}",
+                         "training.progress_bar=false", f"save_dir={where}/pretrain"]))
+        pretrained = str(where / "pretrain" / "checkpoints" / f"update_{args.pretrain_updates}.pt")
+    dataset, metric = TASKS[args.task]
+    metrics = run(load_config([
+        f"config=projects/cmal/configs/{args.task}/shapes.yaml", f"checkpoint.pretrained={pretrained}",
+        f"training.max_updates={args.updates}", f"training.eval_every={args.updates}",
+        f"training.checkpoint_every={args.updates}", "run_type=train_val", f"seed={seed}",
+        "training.progress_bar=false", f"save_dir={where}/{args.task}", *args.override]))
+    return float(metrics[f"val/{dataset}/{metric}"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="snli_ve")
+    parser.add_argument("--rungs", nargs="+", choices=list(RUNGS), default=list(RUNGS))
+    parser.add_argument("--pretrain-updates", type=int, default=2000)
+    parser.add_argument("--updates", type=int, default=2000, help="fine-tuning updates")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--save-dir", default=None)
+    parser.add_argument("override", nargs="*", help="further key=value overrides for every fine-tuning run")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    root = Path(args.save_dir or tempfile.mkdtemp(prefix="vlfw-cmal-ladder-"))
+    results: dict[str, dict[int, float]] = {}
+    for name in args.rungs:
+        for seed in args.seeds:
+            start = time.time()
+            results.setdefault(name, {})[seed] = value = rung(name, seed, args, root)
+            print(f"{name} seed {seed}: val {args.task} {value:.2f} ({time.time() - start:.0f} s)", flush=True)
+    print(f"\nCMAL tiny, Shapes, pre-training {args.pretrain_updates} updates, {args.task} fine-tuning "
+          f"{args.updates} updates, val; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print("| pre-training objectives | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |")
+    print("|---|" + "---|" * (len(args.seeds) + 1))
+    for name, by_seed in results.items():
+        values = [by_seed[s] for s in args.seeds]
+        print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {sum(values) / len(values):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
