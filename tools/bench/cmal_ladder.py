@@ -17,12 +17,11 @@ Prints one line per run and a Markdown table of the final validation metric.
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from seed_grid import add_grid_arguments, print_table, run_grid  # tools/bench sibling
 
 from vlfw.config import load_config
 from vlfw.config.loader import load_project_file
@@ -74,28 +73,13 @@ def main() -> None:
     parser.add_argument("--rungs", nargs="+", choices=list(RUNGS), default=list(RUNGS))
     parser.add_argument("--pretrain-updates", type=int, default=2000)
     parser.add_argument("--updates", type=int, default=2000, help="fine-tuning updates")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--save-dir", default=None)
-    parser.add_argument("override", nargs="*", help="further key=value overrides for every fine-tuning run")
+    add_grid_arguments(parser, "further key=value overrides for every fine-tuning run")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    root = Path(args.save_dir or tempfile.mkdtemp(prefix="vlfw-cmal-ladder-"))
-    results: dict[str, dict[int, float]] = {}
-    for name in args.rungs:
-        for seed in args.seeds:
-            start = time.time()
-            results.setdefault(name, {})[seed] = value = rung(name, seed, args, root)
-            print(f"{name} seed {seed}: val {args.task} {value:.2f} ({time.time() - start:.0f} s)", flush=True)
+    results = run_grid(args, args.rungs, f"val {args.task}", "vlfw-cmal-ladder-",
+                       lambda name, seed, save_dir: rung(name, seed, args, Path(save_dir)))
     print(f"\nCMAL tiny, Shapes, pre-training {args.pretrain_updates} updates, {args.task} fine-tuning "
           f"{args.updates} updates, val; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print("| pre-training objectives | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |")
-    print("|---|" + "---|" * (len(args.seeds) + 1))
-    for name, by_seed in results.items():
-        values = [by_seed[s] for s in args.seeds]
-        print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {sum(values) / len(values):.2f} |")
-
+    print_table("pre-training objectives", results, args.seeds)
 
 if __name__ == "__main__":
     main()

@@ -18,11 +18,9 @@ their gap measures seed noise. Same recipe, data, batch, schedule and updates fo
 from __future__ import annotations
 
 import argparse
-import statistics
-import tempfile
-import time
 
 import torch
+from seed_grid import add_grid_arguments, print_table, run_grid  # tools/bench sibling
 
 from vlfw.config import load_config
 from vlfw.runner import run
@@ -56,32 +54,16 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=1500)
     parser.add_argument("--eval-every", type=int, default=0, help="0: evaluate once, at the end")
     parser.add_argument("--image-size", type=int, default=0, help="0: the recipe's (32 px)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--save-dir", default=None)
-    parser.add_argument("override", nargs="*", help="further key=value config overrides for every run")
+    add_grid_arguments(parser, "further key=value config overrides for every run")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    save_dir = args.save_dir or tempfile.mkdtemp(prefix="vlfw-vlmo-ablation-")
     key = f"val/{args.task}/{METRICS[args.task]}"
-    results: dict[str, dict[int, float]] = {}
-    for variant in args.variants:
-        for seed in args.seeds:
-            start = time.time()
-            metrics = train(args.task, variant, seed, args, save_dir)
-            results.setdefault(variant, {})[seed] = metrics[key]
-            print(f"{variant} seed {seed}: {key}={metrics[key]:.2f} ({time.time() - start:.0f} s)", flush=True)
+    results = run_grid(args, args.variants, key, "vlfw-vlmo-ablation-",
+                       lambda variant, seed, save_dir: train(args.task, variant, seed, args, save_dir)[key])
     print(f"\nShapes `{args.size}` {args.task}, tiny VLMo from scratch, {args.updates} updates, "
           f"image {args.image_size or 'recipe'} px, val {METRICS[args.task]}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")
-    print("| variant | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |")
-    print("|---|" + "---|" * (len(args.seeds) + 1))
-    for variant, by_seed in results.items():
-        cells = " | ".join(f"{by_seed[s]:.2f}" for s in args.seeds)
-        print(f"| {variant} | {cells} | {statistics.mean(by_seed.values()):.2f} |")
-
+    print_table("variant", results, args.seeds)
 
 if __name__ == "__main__":
     main()
