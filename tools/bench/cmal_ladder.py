@@ -1,9 +1,11 @@
 """The CMAL paper's Table 3 as a ladder on the Shapes world: pre-training objectives added one at a time.
 
 Each rung pre-trains the tiny CMAL on the Shapes COCO captions with the objectives of its row
-(`projects/cmal/configs/pretrain/shapes.yaml`, gamma as task proportions, restricted to those
-objectives), then fine-tunes one downstream recipe from that checkpoint; rung `none` fine-tunes
-from random weights. Same data, schedule, batch, seed and number of updates on every rung.
+(`projects/cmal/configs/pretrain/shapes.yaml` restricted to those objectives), then fine-tunes one
+downstream recipe from that checkpoint; rung `none` fine-tunes from random weights. Same data,
+schedule, batch, seed and number of updates on every rung. The objectives of a rung share the
+updates equally (`--ratios equal`, the paper: "all the pre-training tasks are assigned the same
+weight in the ablation experiments"), or in the recipe's gamma proportions (`--ratios gamma`).
 
     none  ->  itm  ->  +mlm  ->  +mrm  ->  +vtc  ->  +amc (all five, the full model)
 
@@ -35,13 +37,13 @@ TASKS = {"vqa": ("vqa2", "vqa_accuracy"), "nlvr2": ("nlvr2", "accuracy"), "snli_
          "refcoco_plus": ("refcoco_plus", "acc@0.5")}
 
 
-def pretrain_config(objectives: list[str], path: Path) -> Path:
-    """The Shapes pre-training recipe restricted to `objectives` (their gamma kept), written to `path`."""
+def pretrain_config(objectives: list[str], ratios: str, path: Path) -> Path:
+    """The Shapes pre-training recipe restricted to `objectives` (equal shares or their gamma), written to `path`."""
     recipe = load_project_file(PRETRAIN)
     names = [f"cmal_{o}" for o in objectives]
     recipe.datasets = names
     recipe.dataset_config = {n: recipe.dataset_config[n] for n in names}
-    recipe.multitask.ratios = {n: recipe.multitask.ratios[n] for n in names}
+    recipe.multitask.ratios = {n: 1.0 if ratios == "equal" else recipe.multitask.ratios[n] for n in names}
     recipe.model_config = OmegaConf.merge(recipe.get("model_config") or {},
                                           {"cmal": {"pretraining": {o: o in objectives for o in LADDER}}})
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +55,7 @@ def rung(name: str, seed: int, args: argparse.Namespace, root: Path) -> float:
     where = root / f"{name.replace('+', '_')}_seed{seed}"
     pretrained = "null"
     if RUNGS[name]:
-        config = pretrain_config(RUNGS[name], where / "pretrain.yaml")
+        config = pretrain_config(RUNGS[name], args.ratios, where / "pretrain.yaml")
         run(load_config([f"config={config}", f"training.max_updates={args.pretrain_updates}",
                          f"training.checkpoint_every={args.pretrain_updates}", f"seed={seed}",
                          "training.progress_bar=false", f"save_dir={where}/pretrain"]))
@@ -73,11 +75,13 @@ def main() -> None:
     parser.add_argument("--rungs", nargs="+", choices=list(RUNGS), default=list(RUNGS))
     parser.add_argument("--pretrain-updates", type=int, default=2000)
     parser.add_argument("--updates", type=int, default=2000, help="fine-tuning updates")
+    parser.add_argument("--ratios", choices=["equal", "gamma"], default="equal",
+                        help="how a rung's objectives share the pre-training updates")
     add_grid_arguments(parser, "further key=value overrides for every fine-tuning run")
     args = parser.parse_args()
     results = run_grid(args, args.rungs, f"val {args.task}", "vlfw-cmal-ladder-",
                        lambda name, seed, save_dir: rung(name, seed, args, Path(save_dir)))
-    print(f"\nCMAL tiny, Shapes, pre-training {args.pretrain_updates} updates, {args.task} fine-tuning "
+    print(f"\nCMAL tiny, Shapes, pre-training {args.pretrain_updates} updates ({args.ratios} shares), {args.task} fine-tuning "
           f"{args.updates} updates, val; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print_table("pre-training objectives", results, args.seeds)
 
