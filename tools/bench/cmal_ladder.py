@@ -12,7 +12,9 @@ weight in the ablation experiments"), or in the recipe's gamma proportions (`--r
     python tools/bench/cmal_ladder.py --task snli_ve --pretrain-updates 2000 --updates 2000 --seeds 1
     python tools/bench/cmal_ladder.py --task vqa --rungs none all --seeds 1 2 3
 
-Each rung's pre-training config is written next to its run (`<save-dir>/<rung>_seed<s>/pretrain.yaml`).
+Each rung's pre-training config is written next to its run (`<save-dir>/<rung>_seed<s>/pretrain.yaml`);
+a later ladder on another task with the same --save-dir, rungs, seeds and pre-training settings reuses
+those checkpoints instead of pre-training again.
 Prints one line per run and a Markdown table of the final validation metric.
 """
 
@@ -55,11 +57,18 @@ def rung(name: str, seed: int, args: argparse.Namespace, root: Path) -> float:
     where = root / f"{name.replace('+', '_')}_seed{seed}"
     pretrained = "null"
     if RUNGS[name]:
-        config = pretrain_config(RUNGS[name], args.ratios, where / "pretrain.yaml")
-        run(load_config([f"config={config}", f"training.max_updates={args.pretrain_updates}",
-                         f"training.checkpoint_every={args.pretrain_updates}", f"seed={seed}",
-                         "training.progress_bar=false", f"save_dir={where}/pretrain"]))
-        pretrained = str(where / "pretrain" / "checkpoints" / f"update_{args.pretrain_updates}.pt")
+        checkpoint = where / "pretrain" / "checkpoints" / f"update_{args.pretrain_updates}.pt"
+        config = pretrain_config(RUNGS[name], args.ratios, where / "pretrain.new.yaml")
+        previous = where / "pretrain.yaml"
+        if checkpoint.exists() and previous.exists() and previous.read_text() == config.read_text():
+            # another task's ladder in the same --save-dir pre-trained this rung already
+            print(f"{name} seed {seed}: reusing the pre-training {checkpoint}", flush=True)
+        else:
+            run(load_config([f"config={config}", f"training.max_updates={args.pretrain_updates}",
+                             f"training.checkpoint_every={args.pretrain_updates}", f"seed={seed}",
+                             "training.progress_bar=false", f"save_dir={where}/pretrain"]))
+        config.replace(previous)
+        pretrained = str(checkpoint)
     dataset, metric = TASKS[args.task]
     metrics = run(load_config([
         f"config=projects/cmal/configs/{args.task}/shapes.yaml", f"checkpoint.pretrained={pretrained}",
