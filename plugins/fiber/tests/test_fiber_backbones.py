@@ -163,9 +163,9 @@ def test_no_fusion_layers_is_two_unimodal_backbones():
 
 def test_fusion_gate_init_sets_every_gate_and_the_default_is_zero(model):
     gates = {n: p for n, p in model.named_parameters() if n.endswith("fusion_gate")}
-    assert len(gates) == 6 and all(float(p) == 0.0 for p in gates.values())
+    assert len(gates) == 6 and all(float(p.detach()) == 0.0 for p in gates.values())
     opened = make_model(fusion_gate_init=0.5)
     opened_gates = [p for n, p in opened.named_parameters() if n.endswith("fusion_gate")]
-    assert len(opened_gates) == 6 and all(float(p) == 0.5 for p in opened_gates)
+    assert len(opened_gates) == 6 and all(float(p.detach()) == 0.5 for p in opened_gates)
     batch = make_batch("vqa2")
     assert not torch.allclose(fused_pass(opened, batch).text, fused_pass(model, batch).text, atol=1e-4)
